@@ -1,0 +1,152 @@
+// Package config turns the key/value pairs of a Fluent Bit [OUTPUT] section into a validated,
+// plain-data Config. It holds no cgo and does no network I/O, so it is tested with a map.
+package config
+
+import (
+	"net/mail"
+	"time"
+)
+
+// Getter reads one configuration key. An absent key reads as "", as FLBPluginConfigKey does.
+type Getter interface {
+	Get(key string) string
+}
+
+// MapGetter is a Getter over a map whose keys are lower-case key names. It serves tests and the
+// command-line tools, which read keys from a configuration file rather than from Fluent Bit.
+type MapGetter map[string]string
+
+// Get returns the value of key, or "" when it is absent.
+func (m MapGetter) Get(key string) string { return m[key] }
+
+// Secret is a string that never prints: fmt, %v, %s, %q, %#v and go-cmp diffs all show
+// "[redacted]". Call Reveal to use the value.
+type Secret string
+
+// String returns a redacted marker, never the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString returns a redacted marker, never the value.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText redacts the value in JSON, YAML and other encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret value itself.
+func (s Secret) Reveal() string { return string(s) }
+
+// Default values of optional keys.
+const (
+	DefaultPortTLS        = 465
+	DefaultPortSTARTTLS   = 587
+	DefaultSubject        = "Fluent Bit: $TAG"
+	DefaultTimeout        = 30 * time.Second
+	DefaultJSONDateKey    = "date"
+	DefaultMaxConnections = 4
+	// MinSecretKeyLen is the length below which secret_key draws a start-up warning.
+	MinSecretKeyLen = 16
+)
+
+// Config is the validated configuration of one [OUTPUT] instance. It is plain data.
+type Config struct {
+	// Host and Port come from dest_host; Port defaults to 465, or 587 with is_starttls.
+	Host string
+	Port int
+
+	// To, Cc and Bcc come from dest_email, cc_email and bcc_email, in the order given.
+	To, Cc, Bcc []mail.Address
+	// From comes from from_email: exactly one address.
+	From mail.Address
+
+	Username string
+	Password Secret
+	// SecretKey is the HMAC-SHA256 key that signs every email.
+	SecretKey Secret
+
+	// Readable selects the HTML format (is_readable).
+	Readable bool
+	// StartTLS selects STARTTLS instead of implicit TLS (is_starttls).
+	StartTLS bool
+	// AuthLogin selects AUTH LOGIN instead of AUTH PLAIN (is_authlogin).
+	AuthLogin bool
+
+	// Subject is the parsed subject template (default DefaultSubject).
+	Subject Template
+
+	// TLSVerify is false only when tls_verify is set to false.
+	TLSVerify bool
+	// TLSCAFile is the tls_ca_file path; TLSCAPEM its contents, read and checked at Parse.
+	TLSCAFile string
+	TLSCAPEM  []byte
+	// TLSServerName is the name verified in the server certificate (default Host).
+	TLSServerName string
+
+	// Timeout bounds each SMTP step (timeout; default 30s).
+	Timeout time.Duration
+	// HeloName is the EHLO name; "" means the machine's host name.
+	HeloName string
+	// JSONDateKey is the key the record time is added under; "" leaves it out.
+	JSONDateKey string
+	// MaxConnections bounds the SMTP connections one instance opens at once.
+	MaxConnections int
+
+	// Warnings are problems that do not stop start-up (a short secret_key, tls_verify false).
+	Warnings []string
+}
+
+// Address returns Host and Port joined for dialling ("host:465", "[::1]:587").
+func (c Config) Address() string {
+	return joinHostPort(c.Host, c.Port)
+}
+
+// Recipients returns the envelope recipients: every To, Cc and Bcc address once, in that order.
+// Addresses are compared case-insensitively.
+func (c Config) Recipients() []string {
+	seen := make(map[string]bool)
+	var out []string
+	for _, list := range [][]mail.Address{c.To, c.Cc, c.Bcc} {
+		for _, a := range list {
+			k := lower(a.Address)
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, a.Address)
+		}
+	}
+	return out
+}
+
+// TokenKind says what one piece of a subject template stands for.
+type TokenKind int
+
+// The kinds of template token.
+const (
+	// Literal text, in Token.Text.
+	Literal TokenKind = iota
+	// TagToken is $TAG, the whole tag.
+	TagToken
+	// TagPartToken is $TAG[n]: part Token.Index of the tag split on dots, from 0.
+	TagPartToken
+	// KeyToken is $key or $key['a']['b']: the record value at Token.Path.
+	KeyToken
+)
+
+// Token is one piece of a subject template.
+type Token struct {
+	Kind  TokenKind
+	Text  string   // Literal
+	Index int      // TagPartToken
+	Path  []string // KeyToken: the top-level key, then each sub-key
+}
+
+// Template is a parsed Fluent Bit record accessor template such as "Alert $TAG: $cat".
+type Template struct {
+	Raw    string
+	Tokens []Token
+}
