@@ -36,3 +36,9 @@ bench:
 clean:
 	rm -f smtpout.so smtpout.h
 	rm -rf $(BIN)
+
+demo:
+	./demo/run.sh
+
+docker:
+	docker build -t smtpout .
