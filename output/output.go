@@ -1,0 +1,334 @@
+// Package output renders one Fluent Bit record as one signed RFC 5322 email: a JSON payload with
+// sorted keys, an HMAC-SHA256 signature over it, a deterministic Message-ID, and either a
+// single quoted-printable text/plain part (machine format) or a multipart/alternative message
+// with an HTML table for people (readable format). Verify checks such an email's signature.
+//
+// The package holds no cgo, does no I/O besides what Verify reads, and never logs.
+package output
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"html/template"
+	"net/mail"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smtpout/smtpout/config"
+)
+
+// MaxPayloadSize is the largest JSON payload, in bytes, that Render accepts. A bigger record is
+// an error naming the record, so one oversized record can never exhaust memory.
+const MaxPayloadSize = 10 << 20
+
+// MaxDepth is the deepest nesting of maps and arrays a record may have.
+const MaxDepth = 100
+
+// MaxSubjectRunes caps the rendered subject (and the X-Fluent-Tag value), in runes.
+const MaxSubjectRunes = 255
+
+// MaxHTMLValueSize is the size in bytes above which a value is shortened in the HTML table
+// (the JSON part is never shortened).
+const MaxHTMLValueSize = 4096
+
+// SignatureHeader is the header that carries the signature of the payload.
+const SignatureHeader = "X-Smtpout-Signature"
+
+// TagHeader is the header that carries the record's Fluent Bit tag.
+const TagHeader = "X-Fluent-Tag"
+
+// dateLayout is the RFC 5322 date-time format of the Date header.
+const dateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
+
+// fallbackDomain is the Message-ID domain used when from_email's domain cannot appear in a
+// msg-id as is (an internationalised or otherwise unusual domain).
+const fallbackDomain = "smtpout.invalid"
+
+// Errors returned by Render (wrapped with the record's tag and time).
+var (
+	// ErrTooLarge means the record's JSON payload exceeds MaxPayloadSize.
+	ErrTooLarge = errors.New("record JSON exceeds the size limit")
+	// ErrTooDeep means the record nests maps or arrays deeper than MaxDepth.
+	ErrTooDeep = errors.New("record nests deeper than the depth limit")
+)
+
+// Record is one decoded Fluent Bit record.
+type Record struct {
+	Tag  string
+	Time time.Time
+	// Fields holds the record's values: nil, bool, int64, uint64, int, float64, float32, string,
+	// []byte, []any, map[string]any, map[any]any, time.Time; anything else is rendered via fmt.
+	Fields map[string]any
+}
+
+// Email is one rendered, signed message ready for SMTP.
+type Email struct {
+	// MessageID is "<32 hex>@<from domain>" without the angle brackets.
+	MessageID string
+	// From is the envelope sender: the bare address of from_email.
+	From string
+	// Recipients are the envelope recipients: To, Cc and Bcc, deduplicated.
+	Recipients []string
+	// Data is the whole RFC 5322 message with CRLF line endings, not dot-stuffed.
+	Data []byte
+	// Signature is the X-Smtpout-Signature value, "sha256=<hex>".
+	Signature string
+	// PayloadSize is the size in bytes of the JSON payload.
+	PayloadSize int
+}
+
+// Renderer turns records into signed emails for one output instance. Build it once with New;
+// it is safe for concurrent use.
+type Renderer struct {
+	readable   bool
+	from       string
+	recipients []string
+	domain     string
+	dateKey    string
+	subject    []config.Token
+	// headers holds the From, To and Cc lines, CRLF-terminated, written after Date.
+	headers []byte
+	html    *template.Template
+	key     []byte
+	pool    sync.Pool // *state
+}
+
+// state is the per-render scratch space, recycled through Renderer.pool.
+type state struct {
+	enc     encoder
+	payload []byte // the JSON payload (aliases enc.buf)
+	subj    []byte // the rendered subject
+	out     []byte // the message being assembled
+	html    bytes.Buffer
+	mac     hash.Hash
+	sha     hash.Hash
+	sum     [sha256.Size]byte
+	scratch [64]byte
+}
+
+// New validates the parts of cfg the email depends on and precomputes everything that is the
+// same for every record: the From/To/Cc header lines, the HMAC key, the Message-ID domain and
+// the HTML template.
+func New(cfg config.Config) (*Renderer, error) {
+	var errs []error
+	if cfg.From.Address == "" {
+		errs = append(errs, errors.New("from_email: no address"))
+	}
+	if len(cfg.To) == 0 {
+		errs = append(errs, errors.New("dest_email: no address"))
+	}
+	if cfg.SecretKey == "" {
+		errs = append(errs, errors.New("secret_key: empty"))
+	}
+	r := &Renderer{
+		readable:   cfg.Readable,
+		from:       cfg.From.Address,
+		recipients: cfg.Recipients(),
+		domain:     msgIDDomain(cfg.From.Address),
+		dateKey:    cfg.JSONDateKey,
+		key:        []byte(cfg.SecretKey.Reveal()),
+		html:       htmlTemplate,
+	}
+	var hdr []byte
+	var err error
+	if r.subject, err = subjectTokens(cfg.Subject); err != nil {
+		errs = append(errs, err)
+	}
+	if hdr, err = appendAddressHeader(hdr, "From", "from_email", []mail.Address{cfg.From}); err != nil {
+		errs = append(errs, err)
+	}
+	if hdr, err = appendAddressHeader(hdr, "To", "dest_email", cfg.To); err != nil {
+		errs = append(errs, err)
+	}
+	if len(cfg.Cc) > 0 {
+		if hdr, err = appendAddressHeader(hdr, "Cc", "cc_email", cfg.Cc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("output: %w", errors.Join(errs...))
+	}
+	r.headers = hdr
+	r.pool.New = func() any {
+		return &state{mac: hmac.New(sha256.New, r.key), sha: sha256.New()}
+	}
+	return r, nil
+}
+
+// subjectTokens returns the template's tokens; a template with only Raw set is parsed, an
+// empty one is config.DefaultSubject.
+func subjectTokens(t config.Template) ([]config.Token, error) {
+	if len(t.Tokens) > 0 {
+		return t.Tokens, nil
+	}
+	raw := t.Raw
+	if raw == "" {
+		raw = config.DefaultSubject
+	}
+	p, err := config.ParseTemplate(raw)
+	if err != nil {
+		return nil, fmt.Errorf("subject: %w", err)
+	}
+	return p.Tokens, nil
+}
+
+// msgIDDomain returns the domain of addr when it can stand in a msg-id, else fallbackDomain.
+func msgIDDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || at == len(addr)-1 {
+		return fallbackDomain
+	}
+	d := addr[at+1:]
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' {
+			continue
+		}
+		return fallbackDomain
+	}
+	if d[0] == '.' || d[len(d)-1] == '.' || strings.Contains(d, "..") {
+		return fallbackDomain
+	}
+	return strings.ToLower(d)
+}
+
+// Render turns rec into a signed email. The error names the record (tag and time) and what
+// went wrong, never the record's contents.
+func (r *Renderer) Render(rec Record) (e *Email, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e, err = nil, fmt.Errorf("render record tag %q time %s: panic: %v",
+				rec.Tag, rec.Time.UTC().Format(time.RFC3339Nano), p)
+		}
+	}()
+	st := r.pool.Get().(*state)
+	defer r.put(st)
+	if err := st.encodePayload(rec, r.dateKey); err != nil {
+		return nil, fmt.Errorf("render record tag %q time %s: %w",
+			rec.Tag, rec.Time.UTC().Format(time.RFC3339Nano), err)
+	}
+	payload := st.payload
+
+	// Message-ID: SHA-256 over tag, NUL, time in Unix nanoseconds, NUL, payload.
+	st.sha.Reset()
+	b := append(st.scratch[:0], rec.Tag...)
+	st.sha.Write(b)
+	b = append(st.scratch[:0], 0)
+	b = strconv.AppendInt(b, rec.Time.UnixNano(), 10)
+	b = append(b, 0)
+	st.sha.Write(b)
+	st.sha.Write(payload)
+	sum := st.sha.Sum(st.sum[:0])
+	var idb [32 + 1 + 253]byte
+	id := hex.AppendEncode(idb[:0], sum[:16])
+	id = append(id, '@')
+	id = append(id, r.domain...)
+
+	// Signature: HMAC-SHA256 over the payload.
+	st.mac.Reset()
+	st.mac.Write(payload)
+	mac := st.mac.Sum(st.sum[:0])
+	var sigb [7 + 64]byte
+	sig := append(sigb[:0], "sha256="...)
+	sig = hex.AppendEncode(sig, mac)
+
+	st.subj = r.appendSubject(st.subj[:0], rec, &st.enc)
+
+	out := st.out[:0]
+	out = append(out, "Date: "...)
+	out = rec.Time.UTC().AppendFormat(out, dateLayout)
+	out = append(out, "\r\n"...)
+	out = append(out, r.headers...)
+	out = appendTextHeader(out, "Subject", st.subj)
+	out = append(out, "Message-ID: <"...)
+	out = append(out, id...)
+	out = append(out, ">\r\nMIME-Version: 1.0\r\n"...)
+	if r.readable {
+		boundary := boundaryFor(id[:32])
+		out = append(out, "Content-Type: multipart/alternative; boundary=\""...)
+		out = append(out, boundary...)
+		out = append(out, "\"\r\n"...)
+		out = appendTextHeader(out, TagHeader, sanitize(st.scratch[:0], rec.Tag, MaxSubjectRunes))
+		out = append(out, SignatureHeader+": "...)
+		out = append(out, sig...)
+		out = append(out, "\r\n\r\n"...)
+		out = append(out, "--"...)
+		out = append(out, boundary...)
+		out = append(out, "\r\nContent-Type: text/plain; charset=UTF-8\r\n"+
+			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
+		out = appendQP(out, payload, false)
+		out = append(out, "\r\n--"...)
+		out = append(out, boundary...)
+		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
+			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
+		st.html.Reset()
+		if err := r.renderHTML(&st.html, rec, st.subj); err != nil {
+			return nil, fmt.Errorf("render record tag %q time %s: html: %w",
+				rec.Tag, rec.Time.UTC().Format(time.RFC3339Nano), err)
+		}
+		out = appendQP(out, st.html.Bytes(), true)
+		out = append(out, "\r\n--"...)
+		out = append(out, boundary...)
+		out = append(out, "--\r\n"...)
+	} else {
+		out = append(out, "Content-Type: text/plain; charset=UTF-8\r\n"+
+			"Content-Transfer-Encoding: quoted-printable\r\n"...)
+		out = appendTextHeader(out, TagHeader, sanitize(st.scratch[:0], rec.Tag, MaxSubjectRunes))
+		out = append(out, SignatureHeader+": "...)
+		out = append(out, sig...)
+		out = append(out, "\r\n\r\n"...)
+		out = appendQP(out, payload, false)
+	}
+	st.out = out
+
+	recips := make([]string, len(r.recipients))
+	copy(recips, r.recipients)
+	return &Email{
+		MessageID:   string(id),
+		From:        r.from,
+		Recipients:  recips,
+		Data:        append([]byte(nil), out...),
+		Signature:   string(sig),
+		PayloadSize: len(payload),
+	}, nil
+}
+
+// put returns st to the pool unless one of its buffers grew too big to keep.
+func (r *Renderer) put(st *state) {
+	const keep = 256 << 10
+	if cap(st.enc.buf) > keep || cap(st.out) > 2*keep || st.html.Cap() > 2*keep {
+		return
+	}
+	r.pool.Put(st)
+}
+
+// boundaryFor derives the MIME boundary from the Message-ID's hash. It contains "=_", which
+// quoted-printable content can never contain, so no part can end early.
+func boundaryFor(hexID []byte) string {
+	return "=_smtpout_" + string(hexID)
+}
+
+// Sign returns the X-Smtpout-Signature value for payload: "sha256=" and the lowercase hex
+// HMAC-SHA256 of payload under secret.
+func Sign(payload, secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(payload)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// Payload returns the JSON payload of rec: its fields normalised, keys sorted at every depth,
+// plus the record time under dateKey ("" leaves it out) unless the record has that key.
+func Payload(rec Record, dateKey string) ([]byte, error) {
+	var st state
+	if err := st.encodePayload(rec, dateKey); err != nil {
+		return nil, err
+	}
+	return st.payload, nil
+}
