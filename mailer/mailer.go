@@ -1,0 +1,413 @@
+// Package mailer delivers messages over SMTP: implicit TLS or mandatory STARTTLS, AUTH PLAIN or
+// LOGIN, a small pool of reused connections, PIPELINING and CHUNKING when the server offers
+// them, and one outcome per message with every recipient's reply.
+//
+// It opens connections with github.com/wneessen/go-mail/smtp (greeting, EHLO, STARTTLS, AUTH)
+// and writes the mail transactions itself on the same connection, so that each RCPT reply is
+// kept, a failed transaction is always followed by RSET, and commands can be pipelined.
+// It never logs: every failure comes back as a *StepError naming the step, the server's reply
+// codes and, for configuration mistakes, a hint.
+package mailer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smtpout/smtpout/config"
+)
+
+// Message is one email to deliver.
+type Message struct {
+	// ID is the Message-ID without angle brackets; the mailer does not use it (it is for logs).
+	ID string
+	// From is the envelope sender, a bare address.
+	From string
+	// To are the envelope recipients, bare addresses.
+	To []string
+	// Data is the RFC 5322 message with CRLF line ends, not dot-stuffed.
+	Data []byte
+}
+
+// RecipientError is a recipient the server refused.
+type RecipientError struct {
+	Address      string
+	Code         int    // 550
+	EnhancedCode string // "5.1.1", or "" when the server gave none
+	Message      string // the server's text, without the codes
+}
+
+// Error returns "smtp RCPT <address>: <code> <enhanced> <text>".
+func (r RecipientError) Error() string {
+	s := fmt.Sprintf("smtp RCPT %s: %d", r.Address, r.Code)
+	if r.EnhancedCode != "" {
+		s += " " + r.EnhancedCode
+	}
+	if r.Message != "" {
+		s += " " + r.Message
+	}
+	return s
+}
+
+// Temporary reports whether the refusal was a 4xx.
+func (r RecipientError) Temporary() bool { return r.Code < 500 }
+
+// Result is what became of one Message.
+//
+// When some recipients were accepted and others refused, the message was delivered to the
+// accepted ones: Outcome is Delivered, the refused ones are in Rejected and Err joins their
+// errors. This holds for 4xx refusals too: retrying would email the accepted recipients again,
+// so a recipient refused with 4xx while others accepted is reported, not retried.
+type Result struct {
+	Outcome Outcome
+	// Err is nil when every recipient got the message; otherwise it names the step and the
+	// reply code (a *StepError, or RecipientErrors joined for a partial delivery).
+	Err error
+	// Rejected lists the recipients the server refused, in the order sent.
+	Rejected []RecipientError
+	// Ambiguous: the connection was lost after the whole message was sent and before the
+	// server's reply, so it may have been stored. Outcome is Retry.
+	Ambiguous bool
+}
+
+// Option changes how a Mailer works.
+type Option func(*Mailer)
+
+// WithoutPipelining turns off PIPELINING (RFC 2920), and with it CHUNKING: every command then
+// waits for its reply.
+func WithoutPipelining() Option { return func(m *Mailer) { m.pipelining = false } }
+
+// WithoutChunking turns off BDAT (RFC 3030): the message goes in DATA, dot-stuffed.
+func WithoutChunking() Option { return func(m *Mailer) { m.chunking = false } }
+
+// WithNoopAfter sets how long a pooled connection may sit idle before it is checked with NOOP
+// when taken again (default 5s; 0 checks never). A connection that fails anyway on MAIL is
+// replaced and the message retried once.
+func WithNoopAfter(d time.Duration) Option { return func(m *Mailer) { m.noopAfter = d } }
+
+// DefaultNoopAfter is the idle time after which a pooled connection is checked before reuse.
+const DefaultNoopAfter = 5 * time.Second
+
+// Mailer delivers messages to one SMTP server through a pool of connections. It is safe for
+// concurrent use; each concurrent Send uses its own connections.
+type Mailer struct {
+	addr       string
+	startTLS   bool
+	tlsConfig  *tls.Config
+	username   string
+	password   config.Secret
+	authLogin  bool
+	helo       string
+	timeout    time.Duration
+	pipelining bool
+	chunking   bool
+	noopAfter  time.Duration
+
+	// slots holds one token per connection that may be open at once.
+	slots chan struct{}
+
+	mu     sync.Mutex
+	idle   []*session // most recently used last
+	closed bool
+
+	dials atomic.Int64
+}
+
+// New builds a Mailer for cfg: the TLS configuration, the EHLO name and the pool. It never
+// dials; the first Send does.
+func New(cfg config.Config, opts ...Option) (*Mailer, error) {
+	if cfg.Host == "" {
+		return nil, errors.New("mailer: dest_host is empty")
+	}
+	if cfg.Port == 0 {
+		cfg.Port = config.DefaultPortTLS
+		if cfg.StartTLS {
+			cfg.Port = config.DefaultPortSTARTTLS
+		}
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if len(cfg.TLSCAPEM) > 0 && !roots.AppendCertsFromPEM(cfg.TLSCAPEM) {
+		return nil, fmt.Errorf("mailer: tls_ca_file %q: no PEM certificate found", cfg.TLSCAFile)
+	}
+	serverName := cfg.TLSServerName
+	if serverName == "" {
+		serverName = cfg.Host
+	}
+	helo := cfg.HeloName
+	if helo == "" {
+		if h, err := os.Hostname(); err == nil && h != "" && !strings.ContainsAny(h, " \r\n") {
+			helo = h
+		} else {
+			helo = "localhost"
+		}
+	}
+	m := &Mailer{
+		addr:     cfg.Address(),
+		startTLS: cfg.StartTLS,
+		tlsConfig: &tls.Config{
+			RootCAs:            roots,
+			ServerName:         serverName,
+			MinVersion:         tls.VersionTLS12,
+			InsecureSkipVerify: !cfg.TLSVerify, //nolint:gosec // only when tls_verify is false
+		},
+		username:   cfg.Username,
+		password:   cfg.Password,
+		authLogin:  cfg.AuthLogin,
+		helo:       helo,
+		timeout:    cfg.Timeout,
+		pipelining: true,
+		chunking:   true,
+		noopAfter:  DefaultNoopAfter,
+	}
+	if m.timeout <= 0 {
+		m.timeout = config.DefaultTimeout
+	}
+	n := cfg.MaxConnections
+	if n <= 0 {
+		n = config.DefaultMaxConnections
+	}
+	m.slots = make(chan struct{}, n)
+	for _, o := range opts {
+		o(m)
+	}
+	return m, nil
+}
+
+// Dials returns how many connections the Mailer has opened so far (successfully or not).
+func (m *Mailer) Dials() int64 { return m.dials.Load() }
+
+// Close sends QUIT on every idle connection and closes it; connections in use are closed when
+// their Send ends. Later Sends fail with ErrClosed (Outcome Retry). Close is idempotent.
+func (m *Mailer) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	idle := m.idle
+	m.idle = nil
+	m.mu.Unlock()
+	var errs []error
+	for _, s := range idle {
+		if err := s.quit(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquire takes a connection slot, waiting while all are in use, and returns the most recently
+// used idle connection or nil (the caller then dials). It gives up, returning ok false, when
+// ctx is done or stop is closed.
+func (m *Mailer) acquire(ctx context.Context, stop <-chan struct{}) (s *session, ok bool, err error) {
+	select {
+	case m.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	case <-stop:
+		return nil, false, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		<-m.slots
+		return nil, false, ErrClosed
+	}
+	if n := len(m.idle); n > 0 {
+		s = m.idle[n-1]
+		m.idle = m.idle[:n-1]
+	}
+	return s, true, nil
+}
+
+// release returns a slot and keeps s (when not nil and healthy) for the next Send.
+func (m *Mailer) release(s *session) {
+	defer func() { <-m.slots }()
+	if s == nil {
+		return
+	}
+	if s.broken {
+		s.close()
+		return
+	}
+	m.mu.Lock()
+	if !m.closed {
+		m.idle = append(m.idle, s)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	_ = s.quit()
+}
+
+// Send delivers msgs and returns one Result per message, in order. Messages are spread over up
+// to MaxConnections pooled connections (each Send call takes what the pool has free, waiting
+// for one when all are busy). A connection that cannot be opened fails the messages no other
+// connection of this call can take, with the same error. Cancelling ctx aborts the I/O at once;
+// the messages not yet accepted come back as Retry.
+func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
+	results := make([]Result, len(msgs))
+	if len(msgs) == 0 {
+		return results
+	}
+	done := make([]bool, len(msgs))
+	workers := min(len(msgs), cap(m.slots))
+
+	var (
+		next      atomic.Int64
+		exhausted = make(chan struct{})
+		closeOnce sync.Once
+		errMu     sync.Mutex
+		firstErr  error
+		wg        sync.WaitGroup
+	)
+	claim := func() (int, bool) {
+		i := next.Add(1) - 1
+		if i >= int64(len(msgs)) {
+			closeOnce.Do(func() { close(exhausted) })
+			return 0, false
+		}
+		return int(i), true
+	}
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	work := func(first bool) {
+		defer wg.Done()
+		// The first worker always waits for a slot; the others only while work is left.
+		stop := exhausted
+		if first {
+			stop = nil
+		}
+		s, ok, err := m.acquire(ctx, stop)
+		if err != nil {
+			fail(err)
+		}
+		if !ok {
+			return
+		}
+		var unwatch func() bool
+		if s != nil {
+			unwatch = s.watch(ctx)
+		}
+		defer func() {
+			if unwatch != nil {
+				unwatch()
+			}
+			m.release(s)
+		}()
+		for {
+			i, ok := claim()
+			if !ok {
+				return
+			}
+			var setupErr error
+			results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
+			done[i] = true
+			if setupErr != nil {
+				fail(setupErr)
+				return
+			}
+		}
+	}
+	wg.Add(workers)
+	for w := 0; w < workers; w++ {
+		go work(w == 0)
+	}
+	wg.Wait()
+
+	for i := range results {
+		if done[i] {
+			continue
+		}
+		err := firstErr
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			err = errors.New("mailer: message not sent") // unreachable: kept for safety
+		}
+		results[i] = Result{Outcome: Retry, Err: err}
+	}
+	return results
+}
+
+// deliver sends one message on *sp, opening a connection first when there is none and
+// replacing a broken one. A reused connection that turns out stale (closed by the server, 421)
+// before anything was accepted is replaced and the message sent once more. setupErr is set when
+// no connection could be opened: the worker then stops.
+func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool, msg *Message) (res Result, setupErr error) {
+	drop := func() {
+		if *unwatch != nil {
+			(*unwatch)()
+			*unwatch = nil
+		}
+		(*sp).close()
+		*sp = nil
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return Result{Outcome: Retry, Err: err}, nil
+		}
+		reused := *sp != nil
+		if reused && m.noopAfter > 0 && time.Since((*sp).lastUsed) > m.noopAfter {
+			if err := (*sp).noop(ctx); err != nil {
+				drop()
+				reused = false
+			}
+		}
+		if *sp == nil {
+			m.dials.Add(1)
+			s, err := m.dial(ctx)
+			if err != nil {
+				return Result{Outcome: Retry, Err: err}, err
+			}
+			*sp = s
+			*unwatch = s.watch(ctx)
+		}
+		t := (*sp).send(ctx, msg)
+		if (*sp).broken {
+			drop()
+		}
+		if t.stale && reused && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		return resultOf(t), nil
+	}
+}
+
+// resultOf turns a finished transaction into a Result.
+func resultOf(t tx) Result {
+	r := Result{
+		Outcome:   Classify(t.accepted, t.rejected, t.err),
+		Err:       t.err,
+		Rejected:  t.rejected,
+		Ambiguous: t.ambiguous,
+	}
+	if r.Err == nil && len(t.rejected) > 0 {
+		errs := make([]error, len(t.rejected))
+		for i, rj := range t.rejected {
+			errs[i] = rj
+		}
+		r.Err = errors.Join(errs...)
+	}
+	if r.Ambiguous {
+		r.Outcome = Retry
+	}
+	return r
+}

@@ -1,0 +1,608 @@
+package mailer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wneessen/go-mail/smtp"
+)
+
+// session is one SMTP connection: opened (TLS, EHLO, AUTH) with go-mail's smtp.Client, which
+// then carries the transactions this package writes itself on the same textproto.Conn.
+type session struct {
+	m      *Mailer
+	raw    net.Conn // the TCP connection: deadlines and the final close go here
+	client *smtp.Client
+
+	pipelining bool
+	chunking   bool
+	size       bool
+	utf8       bool
+
+	lastUsed time.Time
+	// txs counts the transactions this connection has carried (successful or not).
+	txs int
+	// broken is set when the connection can no longer be trusted; it is then closed.
+	broken bool
+}
+
+// deadline arms the connection's deadline for one step and reports a cancelled context. The
+// check comes after SetDeadline so a cancellation racing with it still wins (see watch).
+func (s *session) deadline(ctx context.Context) error {
+	if err := s.raw.SetDeadline(time.Now().Add(s.m.timeout)); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// watch makes ctx's cancellation abort any blocked I/O on s at once. Call the returned stop
+// when the session is no longer used under ctx.
+func (s *session) watch(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = s.raw.SetDeadline(time.Unix(1, 0)) })
+}
+
+// text returns the current textproto.Conn (STARTTLS replaces it).
+func (s *session) text() *textproto.Conn { return s.client.Text }
+
+// dial opens, secures and authenticates a new connection. On error nothing stays open.
+func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
+	addr := m.addr
+	d := net.Dialer{Timeout: m.timeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &StepError{Step: StepDial, Addr: addr, Err: ctxError(ctx, err)}
+	}
+	s := &session{m: m, raw: raw}
+	stop := s.watch(ctx)
+	defer stop()
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	conn := raw
+	if !m.startTLS {
+		tc := tls.Client(raw, m.tlsConfig)
+		if err := s.deadline(ctx); err != nil {
+			return nil, &StepError{Step: StepTLS, Addr: addr, Err: err}
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, tlsError(StepTLS, addr, m.tlsConfig.ServerName, false, ctxError(ctx, err))
+		}
+		conn = tc
+	}
+
+	if err := s.deadline(ctx); err != nil {
+		return nil, &StepError{Step: StepGreeting, Addr: addr, Err: err}
+	}
+	// NewClient reads the greeting; the name is the one PLAIN/LOGIN compare with their own.
+	c, err := smtp.NewClient(conn, m.tlsConfig.ServerName)
+	if err != nil {
+		return nil, greetingError(addr, m.startTLS, ctxError(ctx, err))
+	}
+	s.client = c
+
+	if err := s.deadline(ctx); err != nil {
+		return nil, &StepError{Step: StepEHLO, Addr: addr, Err: err}
+	}
+	if err := c.Hello(m.helo); err != nil {
+		return nil, replyError(StepEHLO, addr, ctxError(ctx, err))
+	}
+
+	if m.startTLS {
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			return nil, &StepError{Step: StepSTARTTLS, Addr: addr, operator: true,
+				Err:  errors.New("server does not offer STARTTLS"),
+				Hint: "is_starttls is true and TLS is mandatory: if the port expects implicit TLS, set is_starttls false"}
+		}
+		if err := s.deadline(ctx); err != nil {
+			return nil, &StepError{Step: StepSTARTTLS, Addr: addr, Err: err}
+		}
+		if err := c.StartTLS(m.tlsConfig); err != nil {
+			err = ctxError(ctx, err)
+			if _, isTLS := c.TLSConnectionState(); isTLS {
+				// STARTTLS was accepted: the handshake or the EHLO after it failed.
+				return nil, tlsError(StepTLS, addr, m.tlsConfig.ServerName, true, err)
+			}
+			return nil, replyError(StepSTARTTLS, addr, err)
+		}
+	}
+
+	if m.username != "" {
+		if err := s.auth(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	s.pipelining, _ = c.Extension("PIPELINING")
+	s.pipelining = s.pipelining && m.pipelining
+	s.chunking, _ = c.Extension("CHUNKING")
+	s.chunking = s.chunking && m.chunking && s.pipelining
+	s.size, _ = c.Extension("SIZE")
+	s.utf8, _ = c.Extension("SMTPUTF8")
+	s.lastUsed = time.Now()
+	return s, nil
+}
+
+// auth runs AUTH PLAIN or LOGIN, refusing to go on without it.
+func (s *session) auth(ctx context.Context) error {
+	m, addr := s.m, s.m.addr
+	want := "PLAIN"
+	if m.authLogin {
+		want = "LOGIN"
+	}
+	ok, offered := s.client.Extension("AUTH")
+	if !ok {
+		return &StepError{Step: StepAUTH, Addr: addr, operator: true,
+			Err:  errors.New("server offers no AUTH"),
+			Hint: "username is set but the server does not offer authentication: remove username/password or check the server"}
+	}
+	mechs := strings.Fields(strings.ToUpper(offered))
+	if !contains(mechs, want) {
+		se := &StepError{Step: StepAUTH, Addr: addr, operator: true,
+			Err: fmt.Errorf("server does not offer AUTH %s (offers %s)", want, strings.Join(mechs, " "))}
+		switch {
+		case want == "PLAIN" && contains(mechs, "LOGIN"):
+			se.Hint = "the server offers LOGIN: set is_authlogin true"
+		case want == "LOGIN" && contains(mechs, "PLAIN"):
+			se.Hint = "the server offers PLAIN: set is_authlogin false"
+		default:
+			se.Hint = "only PLAIN and LOGIN are supported"
+		}
+		return se
+	}
+	var a smtp.Auth
+	if m.authLogin {
+		a = smtp.LoginAuth(m.username, m.password.Reveal(), m.tlsConfig.ServerName, false)
+	} else {
+		a = smtp.PlainAuth("", m.username, m.password.Reveal(), m.tlsConfig.ServerName, false)
+	}
+	if err := s.deadline(ctx); err != nil {
+		return &StepError{Step: StepAUTH, Addr: addr, Err: err}
+	}
+	if err := s.client.Auth(a); err != nil {
+		se := replyError(StepAUTH, addr, ctxError(ctx, err))
+		if se.Code >= 500 || se.Code == 0 && !timeout(err) && !errors.Is(err, context.Canceled) {
+			se.operator = true
+		}
+		switch {
+		case se.Code == 535:
+			se.Hint = "authentication failed: check username/password"
+		case se.Code >= 500:
+			se.Hint = "the server refused authentication"
+		}
+		// go-mail already sent QUIT; the deferred close releases the socket.
+		return se
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// close closes the connection without QUIT.
+func (s *session) close() {
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	_ = s.raw.Close()
+}
+
+// quit sends QUIT (bounded by a short deadline) and closes the connection.
+func (s *session) quit() error {
+	defer s.close()
+	if s.client == nil || s.broken {
+		return nil
+	}
+	t := s.m.timeout
+	if t > 5*time.Second {
+		t = 5 * time.Second
+	}
+	_ = s.raw.SetDeadline(time.Now().Add(t))
+	if err := s.client.Quit(); err != nil {
+		return replyError(StepQUIT, s.m.addr, err)
+	}
+	return nil
+}
+
+// noop checks an idle connection.
+func (s *session) noop(ctx context.Context) error {
+	if err := s.deadline(ctx); err != nil {
+		return err
+	}
+	return s.client.Noop()
+}
+
+// reset sends RSET after a failed transaction; a failure marks the session broken.
+func (s *session) reset(ctx context.Context) {
+	if s.broken {
+		return
+	}
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		return
+	}
+	if err := s.client.Reset(); err != nil {
+		s.broken = true
+	}
+}
+
+// tx is the outcome of one transaction on a session.
+type tx struct {
+	accepted int
+	rejected []RecipientError
+	err      error // the error that ended the transaction, nil when the message was accepted
+	// stale: the connection failed before the server accepted anything (network error or 421 in
+	// reply to MAIL), so a retry on a new connection cannot duplicate the message.
+	stale     bool
+	ambiguous bool
+}
+
+// reply is one server reply.
+type reply struct {
+	code int
+	msg  string
+	err  error // network or protocol error: no reply
+}
+
+func (r reply) ok() bool { return r.err == nil && r.code >= 200 && r.code < 300 }
+
+// asError turns a reply that is not the expected one into an error.
+func (r reply) asError() error {
+	if r.err != nil {
+		return r.err
+	}
+	return &textproto.Error{Code: r.code, Msg: r.msg}
+}
+
+func (s *session) readReply() reply {
+	code, msg, err := s.text().ReadResponse(0)
+	if err != nil {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			return reply{code: te.Code, msg: te.Msg}
+		}
+		s.broken = true
+		return reply{err: err}
+	}
+	if code == 421 {
+		// RFC 5321 4.2.2: the server is closing the connection.
+		s.broken = true
+	}
+	return reply{code: code, msg: msg}
+}
+
+// ErrInvalidAddress is returned for an envelope address that cannot be written into a command
+// (CR, LF, angle brackets, empty). Classify reports it as Rejected: retrying cannot help.
+var ErrInvalidAddress = errors.New("invalid envelope address")
+
+func validAddr(a string) bool {
+	return a != "" && !strings.ContainsAny(a, "\r\n<> ")
+}
+
+func nonASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// send runs one mail transaction: MAIL, RCPT for each recipient, then DATA (or BDAT). With
+// PIPELINING the commands go out in one write and the replies are read in order.
+func (s *session) send(ctx context.Context, msg *Message) (t tx) {
+	addr := s.m.addr
+	started := false
+	defer func() {
+		if !started {
+			return
+		}
+		s.txs++
+		s.lastUsed = time.Now()
+		if cerr := ctx.Err(); cerr != nil {
+			var se *StepError
+			if errors.As(t.err, &se) && se.Code == 0 && !errors.Is(se.Err, cerr) {
+				se.Err = ctxError(ctx, se.Err)
+			}
+		}
+		if t.err != nil {
+			s.reset(ctx)
+		}
+	}()
+	if !validAddr(msg.From) {
+		return tx{err: &StepError{Step: StepMAIL, Addr: msg.From, Err: ErrInvalidAddress}}
+	}
+	for _, r := range msg.To {
+		if !validAddr(r) {
+			return tx{err: &StepError{Step: StepRCPT, Addr: r, Err: ErrInvalidAddress}}
+		}
+	}
+	if len(msg.To) == 0 {
+		return tx{err: &StepError{Step: StepRCPT, Addr: addr, Err: errors.New("no recipients")}}
+	}
+	started = true
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		return tx{err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+	}
+
+	crlf := !bytes.HasSuffix(msg.Data, []byte("\r\n"))
+	w := s.text().W
+	s.writeMail(w, msg, crlf)
+	if !s.pipelining {
+		if err := w.Flush(); err != nil {
+			s.broken = true
+			return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+		}
+		if r := s.readReply(); !r.ok() {
+			return tx{stale: r.err != nil || r.code == 421, err: replyError(StepMAIL, addr, r.asError())}
+		}
+		for _, rcpt := range msg.To {
+			if err := s.deadline(ctx); err != nil {
+				s.broken = true
+				return tx{err: &StepError{Step: StepRCPT, Addr: rcpt, Err: err}}
+			}
+			writeRcpt(w, rcpt)
+			if err := w.Flush(); err != nil {
+				s.broken = true
+				return tx{err: &StepError{Step: StepRCPT, Addr: rcpt, Err: err}}
+			}
+			var stop bool
+			if t, stop = t.rcpt(rcpt, s.readReply()); stop {
+				return t
+			}
+		}
+		if t.accepted == 0 {
+			return t.allRefused()
+		}
+		if err := s.deadline(ctx); err != nil {
+			s.broken = true
+			return tx{err: &StepError{Step: StepDATA, Addr: addr, Err: err}}
+		}
+		w.WriteString("DATA\r\n")
+		if err := w.Flush(); err != nil {
+			s.broken = true
+			t.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
+			return t
+		}
+		if r := s.readReply(); r.err != nil || r.code != 354 {
+			t.err = replyError(StepDATA, addr, r.asError())
+			return t
+		}
+		return s.body(ctx, msg, crlf, t)
+	}
+
+	// Pipelined: MAIL, every RCPT and DATA (or BDAT LAST with the message) in one write.
+	for _, rcpt := range msg.To {
+		writeRcpt(w, rcpt)
+	}
+	if s.chunking {
+		n := len(msg.Data)
+		if crlf {
+			n += 2
+		}
+		w.WriteString("BDAT " + strconv.Itoa(n) + " LAST\r\n")
+		w.Write(msg.Data)
+		if crlf {
+			w.WriteString("\r\n")
+		}
+	} else {
+		w.WriteString("DATA\r\n")
+	}
+	if err := w.Flush(); err != nil {
+		s.broken = true
+		return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+	}
+	mailReply := s.readReply()
+	if mailReply.err != nil {
+		// Usually a connection the server closed while idle. With BDAT the message went out
+		// with MAIL, so a server that stored it and then lost the connection cannot be ruled out.
+		return tx{stale: true, ambiguous: s.chunking, err: replyError(StepMAIL, addr, mailReply.err)}
+	}
+	for _, rcpt := range msg.To {
+		if mailReply.ok() {
+			t, _ = t.rcpt(rcpt, s.readReply())
+		} else {
+			_ = s.readReply()
+		}
+		if s.broken && t.err != nil {
+			break
+		}
+	}
+	if s.broken && !mailReply.ok() {
+		return tx{stale: mailReply.code == 421, err: replyError(StepMAIL, addr, mailReply.asError())}
+	}
+	if s.broken && t.err != nil {
+		return t
+	}
+	dataReply := s.readReply()
+	if !mailReply.ok() {
+		if !s.chunking && dataReply.code == 354 {
+			// The server took DATA despite everything: send an empty body so it rejects it.
+			s.abortData(ctx)
+		}
+		return tx{err: replyError(StepMAIL, addr, mailReply.asError())}
+	}
+	if s.chunking {
+		if t.accepted == 0 {
+			return t.allRefused()
+		}
+		if dataReply.err != nil {
+			t.ambiguous = true
+			t.err = &StepError{Step: StepDATA, Addr: addr, Err: dataReply.err}
+			return t
+		}
+		if !dataReply.ok() {
+			t.err = replyError(StepDATA, addr, dataReply.asError())
+		}
+		return t
+	}
+	if t.accepted == 0 {
+		if dataReply.code == 354 {
+			s.abortData(ctx)
+		}
+		return t.allRefused()
+	}
+	if dataReply.err != nil || dataReply.code != 354 {
+		t.err = replyError(StepDATA, addr, dataReply.asError())
+		return t
+	}
+	return s.body(ctx, msg, crlf, t)
+}
+
+// abortData ends a DATA the server accepted although no recipient was: a lone "." (RFC 2920
+// 3.1), which the server rejects for lack of recipients.
+func (s *session) abortData(ctx context.Context) {
+	if s.deadline(ctx) != nil {
+		s.broken = true
+		return
+	}
+	w := s.text().W
+	w.WriteString(".\r\n")
+	if w.Flush() != nil {
+		s.broken = true
+		return
+	}
+	_ = s.readReply()
+}
+
+// body writes the message after a 354 and reads the final reply.
+func (s *session) body(ctx context.Context, msg *Message, crlf bool, t tx) tx {
+	addr := s.m.addr
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		t.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
+		return t
+	}
+	w := s.text().W
+	writeDotStuffed(w, msg.Data)
+	if crlf {
+		w.WriteString("\r\n")
+	}
+	w.WriteString(".\r\n")
+	if err := w.Flush(); err != nil {
+		// Part of the message may be out, but not all of its end: not stored.
+		s.broken = true
+		t.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
+		return t
+	}
+	r := s.readReply()
+	if r.err != nil {
+		t.ambiguous = true
+		t.err = &StepError{Step: StepDATA, Addr: addr, Err: r.err,
+			Hint: "connection lost after the message was sent: it may have been stored"}
+		return t
+	}
+	if !r.ok() {
+		t.err = replyError(StepDATA, addr, r.asError())
+	}
+	return t
+}
+
+// rcpt records one RCPT reply; stop is true when the connection is gone.
+func (t tx) rcpt(addr string, r reply) (_ tx, stop bool) {
+	if r.ok() {
+		t.accepted++
+		return t, false
+	}
+	if r.err != nil {
+		t.err = &StepError{Step: StepRCPT, Addr: addr, Err: r.err}
+		return t, true
+	}
+	enh, text := splitEnhanced(r.code, r.msg)
+	t.rejected = append(t.rejected, RecipientError{Address: addr, Code: r.code, EnhancedCode: enh, Message: text})
+	if r.code == 421 {
+		t.err = replyError(StepRCPT, addr, r.asError())
+		return t, true
+	}
+	return t, false
+}
+
+// allRefused ends a transaction in which no recipient was accepted.
+func (t tx) allRefused() tx {
+	if len(t.rejected) == 0 { // unreachable: a recipient is either accepted or refused
+		t.err = &StepError{Step: StepRCPT, Err: errors.New("no recipient accepted")}
+		return t
+	}
+	// Name the first temporary refusal if there is one: it decides the outcome (Retry).
+	first := t.rejected[0]
+	for _, r := range t.rejected {
+		if r.Code < 500 {
+			first = r
+			break
+		}
+	}
+	t.err = &StepError{Step: StepRCPT, Addr: first.Address, Code: first.Code, EnhancedCode: first.EnhancedCode,
+		Message: first.Message}
+	return t
+}
+
+func (s *session) writeMail(w *bufio.Writer, msg *Message, crlf bool) {
+	w.WriteString("MAIL FROM:<")
+	w.WriteString(msg.From)
+	w.WriteString(">")
+	if s.size {
+		n := len(msg.Data)
+		if crlf {
+			n += 2
+		}
+		w.WriteString(" SIZE=")
+		w.WriteString(strconv.Itoa(n))
+	}
+	if s.utf8 && needsUTF8(msg) {
+		w.WriteString(" SMTPUTF8")
+	}
+	w.WriteString("\r\n")
+}
+
+func needsUTF8(msg *Message) bool {
+	if nonASCII(msg.From) {
+		return true
+	}
+	for _, r := range msg.To {
+		if nonASCII(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func writeRcpt(w *bufio.Writer, rcpt string) {
+	w.WriteString("RCPT TO:<")
+	w.WriteString(rcpt)
+	w.WriteString(">\r\n")
+}
+
+// writeDotStuffed writes data with a "." doubled at the start of every line (RFC 5321 4.5.2).
+func writeDotStuffed(w *bufio.Writer, data []byte) {
+	if len(data) > 0 && data[0] == '.' {
+		w.WriteByte('.')
+	}
+	for {
+		i := bytes.Index(data, []byte("\n."))
+		if i < 0 {
+			break
+		}
+		w.Write(data[:i+1])
+		w.WriteByte('.')
+		data = data[i+1:]
+	}
+	w.Write(data)
+}
