@@ -94,6 +94,12 @@ type Config struct {
 	JSONDateKey string
 	// MaxConnections bounds the SMTP connections one instance opens at once.
 	MaxConnections int
+	// DisablePipelining is true when pipelining is false: commands then go one round trip each
+	// even when the server offers PIPELINING (RFC 2920).
+	DisablePipelining bool
+	// DisableChunking is true when chunking is false: DATA is used even when the server offers
+	// CHUNKING (BDAT, RFC 3030).
+	DisableChunking bool
 
 	// Warnings are problems that do not stop start-up (a short secret_key, tls_verify false).
 	Warnings []string

@@ -294,11 +294,12 @@ func TestRecipientsDeduplicated(t *testing.T) {
 }
 
 func TestParseBooleans(t *testing.T) {
-	keys := []string{"is_readable", "is_starttls", "is_authlogin", "tls_verify"}
+	keys := []string{"is_readable", "is_starttls", "is_authlogin", "tls_verify", "pipelining", "chunking"}
 	get := func(c Config, key string) bool {
-		return map[string]bool{"is_readable": c.Readable, "is_starttls": c.StartTLS, "is_authlogin": c.AuthLogin, "tls_verify": c.TLSVerify}[key]
+		return map[string]bool{"is_readable": c.Readable, "is_starttls": c.StartTLS, "is_authlogin": c.AuthLogin, "tls_verify": c.TLSVerify,
+			"pipelining": !c.DisablePipelining, "chunking": !c.DisableChunking}[key]
 	}
-	defaults := map[string]bool{"is_readable": false, "is_starttls": false, "is_authlogin": false, "tls_verify": true}
+	defaults := map[string]bool{"is_readable": false, "is_starttls": false, "is_authlogin": false, "tls_verify": true, "pipelining": true, "chunking": true}
 	accepted := map[string]bool{
 		"true": true, "TRUE": true, "True": true, "on": true, "On": true, "yes": true, "YES": true,
 		"false": false, "FALSE": false, "off": false, "Off": false, "no": false, "No": false, " true ": true,

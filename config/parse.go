@@ -20,7 +20,7 @@ var Keys = []string{
 	"username", "password", "secret_key",
 	"is_readable", "is_starttls", "is_authlogin", "subject",
 	"tls_verify", "tls_ca_file", "tls_server_name", "timeout", "helo_name", "json_date_key",
-	"max_connections",
+	"max_connections", "pipelining", "chunking",
 }
 
 // SecretKeys are the keys whose values are never printed, in errors or logs.
@@ -144,6 +144,8 @@ func Parse(g Getter) (Config, error) {
 	}
 
 	c.MaxConnections = p.integer("max_connections", DefaultMaxConnections, 1, MaxConnectionsLimit)
+	c.DisablePipelining = !p.boolean("pipelining", true)
+	c.DisableChunking = !p.boolean("chunking", true)
 
 	if len(p.errs) > 0 {
 		return c, errors.Join(p.errs...)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/smtpout/smtpout/config"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -189,5 +191,20 @@ func BenchmarkDotStuffing(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		writeDotStuffed(w, data)
+	}
+}
+
+// TestNewHonoursPipeliningKeys checks that the pipelining and chunking keys reach the session.
+func TestNewHonoursPipeliningKeys(t *testing.T) {
+	for _, tc := range []struct{ disP, disC, wantP, wantC bool }{
+		{false, false, true, true}, {true, false, false, true}, {false, true, true, false}, {true, true, false, false},
+	} {
+		m, err := New(config.Config{Host: "localhost", Port: 465, DisablePipelining: tc.disP, DisableChunking: tc.disC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.pipelining != tc.wantP || m.chunking != tc.wantC {
+			t.Errorf("Disable(P,C)=(%v,%v): pipelining=%v chunking=%v, want %v %v", tc.disP, tc.disC, m.pipelining, m.chunking, tc.wantP, tc.wantC)
+		}
 	}
 }

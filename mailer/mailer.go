@@ -165,8 +165,8 @@ func New(cfg config.Config, opts ...Option) (*Mailer, error) {
 		authLogin:  cfg.AuthLogin,
 		helo:       helo,
 		timeout:    cfg.Timeout,
-		pipelining: true,
-		chunking:   true,
+		pipelining: !cfg.DisablePipelining,
+		chunking:   !cfg.DisableChunking,
 		noopAfter:  DefaultNoopAfter,
 	}
 	if m.timeout <= 0 {
