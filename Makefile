@@ -8,10 +8,17 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: all test unit lint mailpit bench fuzz soak demo docker clean
 
-all: smtpout.so
+all: smtpout.so smtpout
 
-smtpout.so: $(shell find . -name '*.go' -not -path './test/*') go.mod go.sum
+SOURCES := $(shell find . \( -name '*.go' -o -name '*.h' \) -not -path './test/*' -not -name '*_test.go') go.mod go.sum
+
+# The plugin Fluent Bit loads with -e.
+smtpout.so: $(SOURCES)
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w" -o $@ .
+
+# The operators' tool: check, probe, send, verify.
+smtpout: $(SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $@ ./cmd/smtpout
 
 # mailpit is the real SMTP server the tests start; installed into ./bin when missing.
 mailpit: $(BIN)/mailpit
@@ -28,13 +35,19 @@ test: mailpit
 	SMTPOUT_REQUIRE_MAILPIT=1 MAILPIT=$(BIN)/mailpit $(GO) test -race -count=1 $(GOFLAGS) ./...
 
 unit:
-	CGO_ENABLED=0 $(GO) test -count=1 ./config/... ./output/... ./mailer/... ./chunk/...
+	CGO_ENABLED=0 $(GO) test -count=1 ./config/... ./output/... ./mailer/... ./chunk/... ./fbconf/... ./cmd/... ./internal/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# Each fuzz target for a bounded time (FUZZTIME each); the seed corpora also run in make test.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./chunk -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./output -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+
 clean:
-	rm -f smtpout.so smtpout.h
+	rm -f smtpout.so smtpout.h smtpout
 	rm -rf $(BIN)
 
 demo:

@@ -1,0 +1,186 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/mailer"
+	"github.com/smtpout/smtpout/output"
+)
+
+// testConfig is a valid configuration built by hand (no config.Parse).
+func testConfig() config.Config {
+	return config.Config{
+		Host:           "127.0.0.1",
+		Port:           465,
+		To:             []mail.Address{{Address: "soc@example.com"}},
+		From:           mail.Address{Name: "Fluent Bit", Address: "fb@example.com"},
+		SecretKey:      "a-long-enough-test-secret-key",
+		Subject:        config.Template{Raw: "Alert $TAG", Tokens: []config.Token{{Kind: config.Literal, Text: "Alert "}, {Kind: config.TagToken}}},
+		TLSVerify:      true,
+		TLSServerName:  "127.0.0.1",
+		Timeout:        5 * time.Second,
+		JSONDateKey:    "date",
+		MaxConnections: 2,
+	}
+}
+
+// renderer is the real renderer, failing on purpose for records that have a "fail" field.
+type renderer struct{ r *output.Renderer }
+
+func newRenderer(t testing.TB) *renderer {
+	t.Helper()
+	r, err := output.New(testConfig())
+	if err != nil {
+		t.Fatalf("output.New: %v", err)
+	}
+	return &renderer{r: r}
+}
+
+func (r *renderer) Render(rec output.Record) (*output.Email, error) {
+	if _, ok := rec.Fields["fail"]; ok {
+		return nil, errors.New("render: this record is made to fail")
+	}
+	return r.r.Render(rec)
+}
+
+// sender is a fake mailer: decide chooses each message's result (Delivered when nil); block,
+// when set, makes Send wait until it is closed or the context ends (then every message is a
+// Retry, as a real mailer reports an abandoned send).
+type sender struct {
+	mu      sync.Mutex
+	decide  func(m mailer.Message, attempt int) mailer.Result
+	sent    map[string]int // Message-ID -> sends
+	order   []string
+	calls   int
+	closed  int
+	block   chan struct{}
+	entered chan struct{} // receives once per Send call, when set
+}
+
+func newSender() *sender { return &sender{sent: make(map[string]int)} }
+
+func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Result {
+	s.mu.Lock()
+	s.calls++
+	block, entered := s.block, s.entered
+	s.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			out := make([]mailer.Result, len(msgs))
+			for i := range out {
+				out[i] = mailer.Result{Outcome: mailer.Retry, Err: ctx.Err()}
+			}
+			return out
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]mailer.Result, len(msgs))
+	for i, m := range msgs {
+		s.sent[m.ID]++
+		s.order = append(s.order, m.ID)
+		if s.decide != nil {
+			out[i] = s.decide(m, s.sent[m.ID])
+		} else {
+			out[i] = mailer.Result{Outcome: mailer.Delivered}
+		}
+	}
+	return out
+}
+
+func (s *sender) Close() error {
+	s.mu.Lock()
+	s.closed++
+	s.mu.Unlock()
+	return nil
+}
+
+// sends returns how often each Message-ID was handed to the mailer.
+func (s *sender) sends() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.sent))
+	for k, v := range s.sent {
+		out[k] = v
+	}
+	return out
+}
+
+// line is one log line a recorder received.
+type line struct {
+	Level Level
+	Msg   string
+}
+
+// recorder is a Logger keeping every line at or above Max.
+type recorder struct {
+	Max   Level
+	mu    sync.Mutex
+	lines []line
+}
+
+func (r *recorder) Enabled(l Level) bool { return l <= r.Max }
+
+func (r *recorder) Log(l Level, msg string) {
+	if !r.Enabled(l) {
+		return
+	}
+	r.mu.Lock()
+	r.lines = append(r.lines, line{l, msg})
+	r.mu.Unlock()
+}
+
+// at returns the lines at exactly level l.
+func (r *recorder) at(l Level) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, ln := range r.lines {
+		if ln.Level == l {
+			out = append(out, ln.Msg)
+		}
+	}
+	return out
+}
+
+// all returns every line as "[level] msg".
+func (r *recorder) all() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for _, ln := range r.lines {
+		fmt.Fprintf(&b, "[%s] %s\n", ln.Level, ln.Msg)
+	}
+	return b.String()
+}
+
+// fakeClock is a settable clock for the repeat window.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}

@@ -1,0 +1,531 @@
+// Package pipeline is everything one smtp output instance does, without cgo: start-up from a
+// configuration Getter (parse, log problems, log the effective configuration) and the flush
+// path (decode a chunk, render each record, skip records already delivered, send the rest,
+// classify and log the outcomes, choose the Fluent Bit return code). The cgo layer in the
+// module's root only converts C types and calls it, so all of this is unit-tested with fakes.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smtpout/smtpout/chunk"
+	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/mailer"
+	"github.com/smtpout/smtpout/output"
+)
+
+// Fluent Bit return codes (fluent-bit-go output.FLB_*), as Flush returns them.
+const (
+	FLBError = 0
+	FLBOK    = 1
+	FLBRetry = 2
+)
+
+// DefaultRepeatWindow is how long an identical warning or error line is held back after it
+// was written.
+const DefaultRepeatWindow = 30 * time.Second
+
+// Renderer turns a record into a signed email (*output.Renderer).
+type Renderer interface {
+	Render(output.Record) (*output.Email, error)
+}
+
+// Sender delivers emails (*mailer.Mailer).
+type Sender interface {
+	Send(ctx context.Context, msgs []mailer.Message) []mailer.Result
+	Close() error
+}
+
+// Options tune an Instance; the zero value gives the defaults.
+type Options struct {
+	// LedgerSize is how many delivered Message-IDs are remembered (DefaultLedgerSize).
+	LedgerSize int
+	// RepeatWindow holds back identical warning and error lines (DefaultRepeatWindow).
+	RepeatWindow time.Duration
+	// Now is the clock for RepeatWindow (time.Now).
+	Now func() time.Time
+}
+
+// Stats counts what flushes did. Every record handed to Flush ends in exactly one of
+// Delivered, Rejected, Retried, Skipped, Duplicates or Dropped; Malformed counts chunk
+// entries that were not records.
+type Stats struct {
+	Records    int // records decoded from the chunk
+	Delivered  int // emails accepted by the server for at least one recipient
+	Rejected   int // emails rejected for good (5xx for the message or every recipient)
+	Retried    int // emails that need a retry (4xx, network, TLS, AUTH, shutdown)
+	Skipped    int // records already delivered by an earlier flush (ledger)
+	Duplicates int // records identical to an earlier record of the same chunk
+	Dropped    int // records that could not be rendered
+	Malformed  int // chunk entries that could not be decoded
+	// RecipientsRejected counts single recipients refused with 5xx on delivered emails.
+	RecipientsRejected int
+	// Bytes is the size of the messages handed to the server, delivered or not.
+	Bytes int
+}
+
+func (s *Stats) add(o Stats) {
+	s.Records += o.Records
+	s.Delivered += o.Delivered
+	s.Rejected += o.Rejected
+	s.Retried += o.Retried
+	s.Skipped += o.Skipped
+	s.Duplicates += o.Duplicates
+	s.Dropped += o.Dropped
+	s.Malformed += o.Malformed
+	s.RecipientsRejected += o.RecipientsRejected
+	s.Bytes += o.Bytes
+}
+
+// Instance is one running smtp output. Flush is safe for concurrent use (Fluent Bit's
+// Workers); Close ends it.
+type Instance struct {
+	render Renderer
+	send   Sender
+	log    Logger
+	ledger *Ledger
+	quiet  *repeats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	idle   *sync.Cond // signalled when active drops to 0
+	closed bool
+	active int // flushes in progress
+	total  Stats
+}
+
+// NewInstance assembles an Instance from its parts; Open is the usual way in.
+func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
+	if opt.LedgerSize <= 0 {
+		opt.LedgerSize = DefaultLedgerSize
+	}
+	if opt.RepeatWindow <= 0 {
+		opt.RepeatWindow = DefaultRepeatWindow
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &Instance{
+		render: r,
+		send:   s,
+		log:    log,
+		ledger: NewLedger(opt.LedgerSize),
+		quiet:  newRepeats(opt.RepeatWindow, opt.Now),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	in.idle = sync.NewCond(&in.mu)
+	return in
+}
+
+// Open starts an instance from its configuration keys, as FLBPluginInit does: every
+// configuration problem is logged as its own [error] line naming the key; on success one
+// [ info] line gives the effective configuration (secrets redacted) and each warning of the
+// configuration is logged as [ warn]. It reads every key before it returns and never dials.
+// It returns nil when the instance cannot start: FLBPluginInit must then return FLB_ERROR.
+func Open(g config.Getter, log Logger, opt Options) *Instance {
+	cfg, err := config.Parse(g)
+	if err != nil {
+		problems := splitErrors(err)
+		for _, p := range problems {
+			log.Log(LevelError, "configuration: "+p.Error())
+		}
+		log.Log(LevelError, fmt.Sprintf("not started: %d configuration problem(s); fix the [OUTPUT] section and restart", len(problems)))
+		return nil
+	}
+	r, err := output.New(cfg)
+	if err != nil {
+		log.Log(LevelError, "not started: "+err.Error())
+		return nil
+	}
+	m, err := mailer.New(cfg)
+	if err != nil {
+		log.Log(LevelError, "not started: "+err.Error())
+		return nil
+	}
+	log.Log(LevelInfo, "started: "+EffectiveConfig(cfg))
+	for _, w := range cfg.Warnings {
+		log.Log(LevelWarn, w)
+	}
+	return NewInstance(r, m, log, opt)
+}
+
+// splitErrors undoes errors.Join (one level, recursively for nested joins).
+func splitErrors(err error) []error {
+	var out []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		out = append(out, e)
+	}
+	walk(err)
+	return out
+}
+
+// EffectiveConfig describes cfg on one line, key=value, with the values of password and
+// secret_key replaced by [redacted].
+func EffectiveConfig(cfg config.Config) string {
+	var b strings.Builder
+	kv := func(k, v string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		if v == "" || strings.ContainsAny(v, " \t\"=,<>") {
+			fmt.Fprintf(&b, "%q", v)
+		} else {
+			b.WriteString(v)
+		}
+	}
+	mode := "implicit"
+	if cfg.StartTLS {
+		mode = "starttls"
+	}
+	auth := "none"
+	switch {
+	case cfg.Username != "" && cfg.AuthLogin:
+		auth = "login"
+	case cfg.Username != "":
+		auth = "plain"
+	}
+	kv("dest_host", cfg.Address())
+	kv("tls", mode)
+	kv("tls_verify", fmt.Sprint(cfg.TLSVerify))
+	kv("tls_server_name", cfg.TLSServerName)
+	kv("tls_ca_file", cfg.TLSCAFile)
+	kv("from_email", cfg.From.String())
+	kv("dest_email", addressList(cfg.To))
+	kv("cc_email", addressList(cfg.Cc))
+	kv("bcc_email", addressList(cfg.Bcc))
+	kv("auth", auth)
+	kv("username", cfg.Username)
+	kv("password", redacted(cfg.Password))
+	kv("secret_key", redacted(cfg.SecretKey))
+	kv("is_readable", fmt.Sprint(cfg.Readable))
+	kv("subject", cfg.Subject.Raw)
+	kv("timeout", cfg.Timeout.String())
+	kv("helo_name", cfg.HeloName)
+	kv("json_date_key", cfg.JSONDateKey)
+	kv("max_connections", fmt.Sprint(cfg.MaxConnections))
+	return b.String()
+}
+
+// redacted shows whether a secret is set, never its value.
+func redacted(s config.Secret) string {
+	if s == "" {
+		return "(unset)"
+	}
+	return "[redacted]"
+}
+
+func addressList(as []mail.Address) string {
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Total returns the counts of every flush so far.
+func (in *Instance) Total() Stats {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.total
+}
+
+// pending is one record of a chunk on its way to the server.
+type pending struct {
+	email *output.Email
+	entry int // index of the record in the chunk, counting records only
+}
+
+// Flush delivers every record of one chunk and returns the Fluent Bit code: FLBRetry when
+// any record needs another try (Fluent Bit then hands back the whole chunk; records already
+// delivered are skipped), else FLBOK. Records that can never be delivered (unrenderable,
+// rejected with 5xx, malformed entries) are logged as [error] lines and do not cause a retry.
+// data must not be modified until Flush returns.
+func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		in.logQuiet(LevelError, fmt.Sprintf("flush of tag %q after shutdown began: chunk handed back to Fluent Bit (retry)", tag))
+		return FLBRetry, st
+	}
+	in.active++
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		in.total.add(st)
+		in.active--
+		if in.active == 0 {
+			in.idle.Broadcast()
+		}
+		in.mu.Unlock()
+	}()
+
+	batch, retry := in.collect(tag, data, &st)
+	if len(batch) > 0 {
+		if in.sendBatch(tag, batch, &st) {
+			retry = true
+		}
+	}
+	if in.log.Enabled(LevelDebug) {
+		in.log.Log(LevelDebug, fmt.Sprintf(
+			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d",
+			tag, len(data), st.Records, st.Delivered, st.Rejected, st.Retried, st.Skipped,
+			st.Duplicates, st.Dropped, st.Malformed))
+	}
+	if retry {
+		return FLBRetry, st
+	}
+	return FLBOK, st
+}
+
+// collect decodes and renders the chunk, and claims in the ledger the emails to send. It
+// reports whether a retry is needed already (a record another flush is sending).
+func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending, retry bool) {
+	dec := chunk.NewDecoder(data)
+	seen := make(map[string]bool)
+	busy := 0
+	for {
+		e, err := dec.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			st.Malformed++
+			var ee *chunk.EntryError
+			if errors.As(err, &ee) && ee.Fatal() {
+				in.log.Log(LevelError, fmt.Sprintf(
+					"tag %q: dropping the rest of the chunk (%d of %d bytes) after %d record(s): %v",
+					tag, len(data)-ee.Offset, len(data), st.Records, err))
+				break
+			}
+			in.log.Log(LevelError, fmt.Sprintf("tag %q: skipping a malformed entry: %v", tag, err))
+			if !errors.As(err, &ee) {
+				break // an unknown error: the decoder's position cannot be trusted
+			}
+			continue
+		}
+		idx := st.Records
+		st.Records++
+		email, err := in.render.Render(output.Record{Tag: tag, Time: e.Time, Fields: e.Record})
+		if err != nil {
+			st.Dropped++
+			in.log.Log(LevelError, fmt.Sprintf(
+				"dropping record %d of tag %q (time %s, %d fields): it cannot be rendered: %v",
+				idx, tag, e.Time.UTC().Format(time.RFC3339Nano), len(e.Record), err))
+			continue
+		}
+		if seen[email.MessageID] {
+			// Same tag, time and payload: the same Message-ID, so the same email.
+			st.Duplicates++
+			if in.log.Enabled(LevelDebug) {
+				in.log.Log(LevelDebug, fmt.Sprintf("record %d of tag %q repeats an earlier record of the chunk (Message-ID <%s>): sent once",
+					idx, tag, email.MessageID))
+			}
+			continue
+		}
+		seen[email.MessageID] = true
+		switch in.ledger.Claim(email.MessageID) {
+		case Settled:
+			st.Skipped++
+			if in.log.Enabled(LevelDebug) {
+				in.log.Log(LevelDebug, fmt.Sprintf("Message-ID <%s> already delivered: skipped", email.MessageID))
+			}
+		case Busy:
+			st.Retried++
+			busy++
+			retry = true
+		case Claimed:
+			batch = append(batch, pending{email: email, entry: idx})
+		}
+	}
+	if busy > 0 {
+		in.logQuiet(LevelWarn, fmt.Sprintf("tag %q: %d record(s) are being sent by another flush right now: chunk will be retried", tag, busy))
+	}
+	return batch, retry
+}
+
+// sendBatch sends the claimed emails, settles or releases each claim, logs the outcomes and
+// reports whether any needs a retry.
+func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry bool) {
+	msgs := make([]mailer.Message, len(batch))
+	for i, p := range batch {
+		msgs[i] = mailer.Message{ID: p.email.MessageID, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
+		st.Bytes += len(p.email.Data)
+	}
+	resolved := make([]bool, len(batch))
+	defer func() {
+		// A panic in Send must not leave claims behind: release what was not resolved.
+		for i, done := range resolved {
+			if !done {
+				in.ledger.Release(batch[i].email.MessageID)
+			}
+		}
+	}()
+	results := in.send.Send(in.ctx, msgs)
+
+	retryErrs := make(map[string]int) // error text -> count
+	var retryOrder []string
+	operator := make(map[string]bool)
+	for i, p := range batch {
+		var res mailer.Result
+		if i < len(results) {
+			res = results[i]
+		} else {
+			res = mailer.Result{Outcome: mailer.Retry, Err: errors.New("no result from the mailer")}
+		}
+		id := p.email.MessageID
+		switch res.Outcome {
+		case mailer.Delivered:
+			in.ledger.Settle(id)
+			st.Delivered++
+			for _, r := range res.Rejected {
+				st.RecipientsRejected++
+				in.log.Log(LevelError, fmt.Sprintf(
+					"recipient rejected: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s",
+					r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
+			}
+		case mailer.Rejected:
+			in.ledger.Settle(id) // never resent: 5xx is permanent
+			st.Rejected++
+			in.logRejected(tag, p, res)
+		default: // mailer.Retry and anything unknown
+			in.ledger.Release(id)
+			st.Retried++
+			retry = true
+			text := "unknown error"
+			if res.Err != nil {
+				text = res.Err.Error()
+			}
+			if res.Ambiguous {
+				in.log.Log(LevelWarn, fmt.Sprintf(
+					"delivery of Message-ID <%s> is uncertain (connection lost after the message was sent); it will be sent again with the same Message-ID: %s",
+					id, text))
+			}
+			if retryErrs[text] == 0 {
+				retryOrder = append(retryOrder, text)
+			}
+			retryErrs[text]++
+			if needsOperator(res.Err) {
+				operator[text] = true
+			}
+		}
+		resolved[i] = true
+	}
+	for _, text := range retryOrder {
+		level, what := LevelWarn, "will be retried"
+		if operator[text] {
+			level, what = LevelError, "cannot be delivered until this is fixed; will be retried"
+		}
+		in.logQuiet(level, fmt.Sprintf("tag %q: %d email(s) %s: %s", tag, retryErrs[text], what, text))
+	}
+	return retry
+}
+
+// logRejected writes the [error] line(s) of a permanently rejected email: one per refused
+// recipient when recipients were refused, else one for the message.
+func (in *Instance) logRejected(tag string, p pending, res mailer.Result) {
+	id := p.email.MessageID
+	if len(res.Rejected) > 0 {
+		for _, r := range res.Rejected {
+			in.log.Log(LevelError, fmt.Sprintf(
+				"email rejected: address=%s message_id=<%s> code=%d enhanced_code=%s payload_size=%d tag=%q: %s",
+				r.Address, id, r.Code, orNone(r.EnhancedCode), p.email.PayloadSize, tag, r.Message))
+		}
+		return
+	}
+	code, enhanced, text := 0, "", "rejected"
+	if res.Err != nil {
+		text = res.Err.Error()
+	}
+	if c, e, ok := replyCode(res.Err); ok {
+		code, enhanced = c, e
+	}
+	in.log.Log(LevelError, fmt.Sprintf(
+		"email rejected: message_id=<%s> code=%d enhanced_code=%s payload_size=%d tag=%q recipients=%d: %s",
+		id, code, orNone(enhanced), p.email.PayloadSize, tag, len(p.email.Recipients), text))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// logQuiet writes msg unless the same line was written within the repeat window; when lines
+// were held back it says how many.
+func (in *Instance) logQuiet(level Level, msg string) {
+	if !in.log.Enabled(level) {
+		return
+	}
+	ok, n := in.quiet.admit(msg)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		msg += fmt.Sprintf(" (repeated %d more time(s) since last logged)", n)
+	}
+	in.log.Log(level, msg)
+}
+
+// Close ends the instance: new flushes are refused (FLBRetry), sends in progress are
+// abandoned (their records are retried by Fluent Bit), and the mailer's connections are
+// closed with QUIT. It logs one [ info] line with the totals. Safe to call twice.
+func (in *Instance) Close() error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return nil
+	}
+	in.closed = true
+	in.mu.Unlock()
+	in.cancel()
+	in.mu.Lock()
+	for in.active > 0 {
+		in.idle.Wait()
+	}
+	in.mu.Unlock()
+	err := in.send.Close()
+	t := in.Total()
+	in.log.Log(LevelInfo, fmt.Sprintf(
+		"stopped: records=%d delivered=%d rejected=%d retried=%d skipped=%d dropped=%d malformed=%d recipients_rejected=%d",
+		t.Records, t.Delivered, t.Rejected, t.Retried, t.Skipped, t.Dropped, t.Malformed, t.RecipientsRejected))
+	if err != nil {
+		in.log.Log(LevelWarn, "closing SMTP connections: "+err.Error())
+	}
+	return err
+}
+
+// needsOperator reports whether a retryable error will persist until somebody changes the
+// configuration or the server (AUTH refused, certificate not trusted, TLS mode mismatch):
+// such errors are logged as [error] rather than [ warn]. *mailer.StepError says so.
+func needsOperator(err error) bool {
+	var op interface{ Operator() bool }
+	return errors.As(err, &op) && op.Operator()
+}
+
+// replyCode extracts the SMTP reply code and enhanced status code from err, when it carries
+// them (*mailer.StepError).
+func replyCode(err error) (code int, enhanced string, ok bool) {
+	var se *mailer.StepError
+	if errors.As(err, &se) && se.Code != 0 {
+		return se.Code, se.EnhancedCode, true
+	}
+	return 0, "", false
+}

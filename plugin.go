@@ -1,0 +1,178 @@
+// Command smtpout is a Fluent Bit output plugin (built with -buildmode=c-shared into
+// smtpout.so) that delivers every record as one signed email over SMTP. This file only
+// adapts Fluent Bit's C calls to internal/pipeline, which does the work.
+package main
+
+/*
+#include <stdlib.h>
+#include "flbapi.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"unsafe"
+
+	flb "github.com/fluent/fluent-bit-go/output"
+
+	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/internal/pipeline"
+)
+
+// pluginName is the name used in [OUTPUT] Name; description is what fluent-bit -h shows.
+const (
+	pluginName  = "smtp"
+	description = "Deliver every record as one signed email over SMTP"
+)
+
+// instanceCount numbers the instances of this process in the order Fluent Bit initialises
+// them: smtp.0, smtp.1, ...
+var instanceCount atomic.Int64
+
+// instance is what FLBPluginSetContext stores for one [OUTPUT] section.
+type instance struct {
+	run *pipeline.Instance
+	log pipeline.Logger
+}
+
+// initGetter reads configuration keys through Fluent Bit during FLBPluginInit only: the
+// plugin pointer is shared by every instance and points at another instance's keys once
+// Init returns, so values are cached and the pointer is dropped when Init ends.
+type initGetter struct {
+	plugin unsafe.Pointer
+	values map[string]string
+}
+
+// Get implements config.Getter.
+func (g *initGetter) Get(key string) string {
+	key = strings.ToLower(key)
+	if v, ok := g.values[key]; ok {
+		return v
+	}
+	if g.plugin == nil {
+		return ""
+	}
+	v := flb.FLBPluginConfigKey(g.plugin, key)
+	g.values[key] = v
+	return v
+}
+
+// FLBPluginRegister registers the plugin as the log output "smtp". Fluent Bit calls it once
+// per process.
+//
+//export FLBPluginRegister
+func FLBPluginRegister(def unsafe.Pointer) (rc C.int) {
+	defer func() {
+		if p := recover(); p != nil {
+			stderrLogger(pluginName).Log(pipeline.LevelError, fmt.Sprintf("register: internal error: %v", p))
+			rc = flb.FLB_ERROR
+		}
+	}()
+	return C.int(flb.FLBPluginRegisterWithEventType(def, flb.FLB_OUTPUT_LOGS, pluginName, description))
+}
+
+// FLBPluginInit starts one [OUTPUT] instance. It reads every key now, logs each problem and
+// returns FLB_ERROR (Fluent Bit then refuses to start), or stores the instance and returns
+// FLB_OK. It never dials.
+//
+//export FLBPluginInit
+func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
+	name := fmt.Sprintf("%s.%d", pluginName, instanceCount.Add(1)-1)
+	var log pipeline.Logger = stderrLogger(name)
+	defer func() {
+		if p := recover(); p != nil {
+			log.Log(pipeline.LevelError, fmt.Sprintf("not started: internal error: %v", p))
+			if log.Enabled(pipeline.LevelDebug) {
+				log.Log(pipeline.LevelDebug, string(debug.Stack()))
+			}
+			rc = flb.FLB_ERROR
+		}
+	}()
+	if plugin == nil {
+		log.Log(pipeline.LevelError, "not started: Fluent Bit passed no plugin context")
+		return flb.FLB_ERROR
+	}
+	p := (*C.struct_smtpout_flbgo_output_plugin)(plugin)
+	log = newLogger(p.api, p.o_ins, name)
+
+	g := &initGetter{plugin: plugin, values: make(map[string]string)}
+	for _, k := range config.Keys {
+		g.Get(k)
+	}
+	run := pipeline.Open(g, log, pipeline.Options{})
+	g.plugin = nil
+	if run == nil {
+		return flb.FLB_ERROR
+	}
+	flb.FLBPluginSetContext(plugin, &instance{run: run, log: log})
+	return flb.FLB_OK
+}
+
+// FLBPluginFlushCtx delivers one chunk of records for tag: FLB_OK, or FLB_RETRY when any
+// record needs another try (records already delivered are skipped next time).
+//
+//export FLBPluginFlushCtx
+func FLBPluginFlushCtx(ctx, data unsafe.Pointer, length C.size_t, tag *C.char) (rc C.int) {
+	t := C.GoString(tag)
+	in, ok := flb.FLBPluginGetContext(ctx).(*instance)
+	if !ok || in == nil {
+		stderrLogger(pluginName).Log(pipeline.LevelError, fmt.Sprintf(
+			"dropping a chunk of %d bytes for tag %q: flush with an unknown plugin context", length, t))
+		return flb.FLB_ERROR
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			in.log.Log(pipeline.LevelError, fmt.Sprintf(
+				"dropping a chunk of %d bytes for tag %q: internal error: %v", length, t, p))
+			if in.log.Enabled(pipeline.LevelDebug) {
+				in.log.Log(pipeline.LevelDebug, string(debug.Stack()))
+			}
+			rc = flb.FLB_ERROR
+		}
+	}()
+	// One copy: decoded strings alias this buffer, and Fluent Bit frees its own after return.
+	var buf []byte
+	if length > 0 && data != nil {
+		buf = make([]byte, int(length))
+		copy(buf, unsafe.Slice((*byte)(data), int(length)))
+	}
+	code, _ := in.run.Flush(t, buf)
+	return C.int(code)
+}
+
+// FLBPluginExitCtx stops one instance: its SMTP connections are closed with QUIT.
+//
+//export FLBPluginExitCtx
+func FLBPluginExitCtx(ctx unsafe.Pointer) (rc C.int) {
+	in, ok := flb.FLBPluginGetContext(ctx).(*instance)
+	if !ok || in == nil {
+		return flb.FLB_OK
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			in.log.Log(pipeline.LevelError, fmt.Sprintf("stop: internal error: %v", p))
+			rc = flb.FLB_ERROR
+		}
+	}()
+	_ = in.run.Close() // Close logs its own problems
+	return flb.FLB_OK
+}
+
+// FLBPluginUnregister releases what FLBPluginRegister allocated. Fluent Bit calls it once,
+// last.
+//
+//export FLBPluginUnregister
+func FLBPluginUnregister(def unsafe.Pointer) {
+	defer func() {
+		if p := recover(); p != nil {
+			stderrLogger(pluginName).Log(pipeline.LevelError, fmt.Sprintf("unregister: internal error: %v", p))
+		}
+	}()
+	flb.FLBPluginUnregister(def)
+}
+
+// main never runs in a c-shared library.
+func main() {}

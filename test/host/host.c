@@ -1,0 +1,766 @@
+/*
+ * host: a small stand-in for Fluent Bit's Go output proxy, used by the end-to-end tests.
+ *
+ * It loads a Go output plugin (.so) exactly as Fluent Bit v4.2.8 does in
+ * src/flb_plugin_proxy.c and src/proxy/go/go.c:
+ *
+ *   dlopen(RTLD_LAZY) -> FLBPluginRegister(def) once -> per [OUTPUT] instance
+ *   FLBPluginInit(plugin) with ONE shared struct flbgo_output_plugin whose o_ins and context
+ *   are rewritten before each call -> FLBPluginFlushCtx(remote_context, data, size, tag) from
+ *   any thread -> FLBPluginOutputPreExit (when exported) and FLBPluginExitCtx(remote_context)
+ *   per instance (FLBPluginExit only when ExitCtx is absent) -> FLBPluginUnregister(def).
+ *
+ * It reads commands, one per line, from a script file or from standard input ("-"), and
+ * answers each command with exactly one line on standard output, so a test can drive it
+ * interactively. Plugin log lines (api->log_print) go to standard error, formatted as Fluent
+ * Bit formats them. Commands:
+ *
+ *   load PATH               dlopen the plugin and resolve its exports   -> "load -> ok"
+ *   register                FLBPluginRegister(def)                      -> "register -> RC name=.. type=.. proxy=.."
+ *   set I KEY VALUE...      set a key of instance I (VALUE is the rest of the line; may be empty)
+ *   loglevel I LEVEL        instance log_level: off|error|warn|info|debug|trace or 0..5
+ *   init I                  FLBPluginInit for instance I                -> "init I -> RC"
+ *   flush I TAG PATH        FLBPluginFlushCtx on this thread with the file's bytes -> "flush I -> RC"
+ *   hold                    jobs started from now on wait at a gate...
+ *   release                 ...until release opens it for all of them at once
+ *   start I TAG PATH        the same flush on a new thread              -> "start J"
+ *   exitasync I             FLBPluginExitCtx on a new thread            -> "start J"
+ *   join J                  wait for job J                              -> "join J -> RC"
+ *   joinall                 wait for every unjoined job                 -> "joinall -> J:RC J:RC ..."
+ *   exit I                  FLBPluginExitCtx for instance I             -> "exit I -> RC"
+ *   preexit                 FLBPluginOutputPreExit(0) when exported     -> "preexit -> ok|absent"
+ *   unregister              FLBPluginUnregister(def)                    -> "unregister -> ok"
+ *   echo TEXT               -> "TEXT" (a synchronisation point)
+ *   quit                    leave (also at end of input)
+ * Blank lines and lines starting with '#' are ignored and answered with nothing. An unusable
+ * command is answered with "error: ..." and the host goes on.
+ *
+ * Build: gcc -O1 -g -Wall -rdynamic -o host host.c -ldl -lpthread
+ * (-rdynamic lets a later stub of cmetrics, exported from this binary, be found with
+ * dlsym(RTLD_DEFAULT, ...) as the plugin would find Fluent Bit's own.)
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ---- Fluent Bit structures (x86-64 layouts) ---------------------------------------------- */
+
+/* include/fluent-bit/flb_plugin_proxy.h (v4.2.8: 40 bytes, without config_map; v5.x appends
+ * config_map: 48 bytes). The host hands the plugin a zeroed 48-byte definition, as v5 does. */
+struct flb_plugin_proxy_def {
+    int type;
+    int proxy;
+    int flags;
+    char *name;
+    char *description;
+    int event_type;
+    void *config_map; /* v5.x only */
+};
+
+/* include/fluent-bit/flb_plugin_proxy.h */
+struct flb_plugin_proxy_context {
+    void *remote_context;
+    void *proxy; /* struct flb_plugin_proxy *: unused by the plugin */
+};
+
+/* include/fluent-bit/flb_api.h (custom_* appended in later releases) */
+struct flb_api {
+    const char *(*output_get_property)(const char *, void *);
+    const char *(*input_get_property)(const char *, void *);
+    void *(*output_get_cmt_instance)(void *);
+    void *(*input_get_cmt_instance)(void *);
+    void (*log_print)(int, const char *, int, const char *, ...);
+    int (*input_log_check)(void *, int);
+    int (*output_log_check)(void *, int);
+    const char *(*custom_get_property)(const char *, void *);
+    int (*custom_log_check)(void *, int);
+};
+
+/* src/proxy/go/go.h */
+struct flbgo_output_plugin {
+    char *name;
+    void *api;
+    void *o_ins;
+    struct flb_plugin_proxy_context *context;
+
+    int (*cb_init)(struct flbgo_output_plugin *);
+    int (*cb_flush)(const void *, size_t, const char *);
+    int (*cb_flush_ctx)(void *, const void *, size_t, char *);
+    int (*cb_exit)(void);
+    int (*cb_exit_ctx)(void *);
+};
+
+_Static_assert(sizeof(struct flb_plugin_proxy_def) == 48, "proxy def layout");
+_Static_assert(sizeof(struct flb_plugin_proxy_context) == 16, "proxy context layout");
+_Static_assert(sizeof(struct flb_api) == 9 * sizeof(void *), "flb_api layout");
+
+/* include/fluent-bit/flb_log.h */
+#define FLB_LOG_OFF 0
+#define FLB_LOG_ERROR 1
+#define FLB_LOG_WARN 2
+#define FLB_LOG_INFO 3
+#define FLB_LOG_DEBUG 4
+#define FLB_LOG_TRACE 5
+
+/* ---- the host's own state ------------------------------------------------------------------ */
+
+#define MAX_INSTANCES 16
+#define MAX_KEYS 64
+#define MAX_JOBS 256
+
+/* One [OUTPUT] instance: what Fluent Bit keeps in struct flb_output_instance. The plugin only
+ * ever sees a pointer to it (o_ins) and hands it back to the api callbacks. */
+struct instance {
+    int used;
+    int id;
+    int nkeys;
+    char *keys[MAX_KEYS];
+    char *values[MAX_KEYS];
+    int log_level;
+    int initialised;
+    struct flb_plugin_proxy_context context;
+};
+
+static struct instance instances[MAX_INSTANCES];
+static struct flb_api api;
+static struct flb_plugin_proxy_def def;
+static struct flbgo_output_plugin plugin; /* ONE plugin struct shared by every instance */
+static void *so;
+static int (*fn_register)(void *);
+static int (*fn_unregister)(void *);
+static int (*fn_preexit)(int);
+
+static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- the api the plugin calls -------------------------------------------------------------- */
+
+/* flb_output_get_property: case-insensitive lookup, NULL when the key is absent. */
+static const char *host_output_get_property(const char *key, void *o_ins)
+{
+    struct instance *ins = o_ins;
+    int i;
+
+    if (ins == NULL || key == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < ins->nkeys; i++) {
+        if (strcasecmp(ins->keys[i], key) == 0) {
+            return ins->values[i];
+        }
+    }
+    return NULL;
+}
+
+/* flb_output_log_check: the message is wanted when its level is within the instance's. */
+static int host_output_log_check(void *o_ins, int level)
+{
+    struct instance *ins = o_ins;
+
+    if (ins == NULL) {
+        return 0;
+    }
+    return level <= ins->log_level;
+}
+
+/* The cmetrics context: none, so the plugin must leave its metrics off. */
+static void *host_output_get_cmt_instance(void *o_ins)
+{
+    (void) o_ins;
+    return NULL;
+}
+
+/* flb_log_print: "[2026/11/27 10:00:00.123456789] [ info] message" on stderr. */
+static void host_log_print(int level, const char *file, int line, const char *fmt, ...)
+{
+    char msg[8192];
+    char stamp[64];
+    const char *name;
+    struct timespec ts;
+    struct tm tm;
+    va_list ap;
+
+    (void) file;
+    (void) line;
+    switch (level) {
+    case FLB_LOG_ERROR: name = "error"; break;
+    case FLB_LOG_WARN: name = " warn"; break;
+    case FLB_LOG_INFO: name = " info"; break;
+    case FLB_LOG_DEBUG: name = "debug"; break;
+    case FLB_LOG_TRACE: name = "trace"; break;
+    default: name = "?????"; break;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y/%m/%d %H:%M:%S", &tm);
+
+    pthread_mutex_lock(&log_mutex);
+    fprintf(stderr, "[%s.%09ld] [%s] %s\n", stamp, ts.tv_nsec, name, msg);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_mutex);
+}
+
+/* ---- output helpers ------------------------------------------------------------------------ */
+
+static pthread_mutex_t out_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static void reply(const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&out_mutex);
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_mutex);
+}
+
+static struct instance *get_instance(const char *arg, int create)
+{
+    char *end;
+    long id;
+
+    errno = 0;
+    id = strtol(arg, &end, 10);
+    if (errno != 0 || *end != '\0' || id < 0 || id >= MAX_INSTANCES) {
+        return NULL;
+    }
+    if (!instances[id].used) {
+        if (!create) {
+            return NULL;
+        }
+        instances[id].used = 1;
+        instances[id].id = (int) id;
+        instances[id].log_level = FLB_LOG_INFO;
+    }
+    return &instances[id];
+}
+
+static int read_file(const char *path, char **data, size_t *size)
+{
+    FILE *f;
+    long n;
+    char *buf;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return -1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return -1;
+    }
+    /* malloc'ed exactly to size, as Fluent Bit's chunk buffer: a read past the end is a bug
+     * that tools such as valgrind or ASan would show. */
+    buf = malloc(n > 0 ? (size_t) n : 1);
+    if (buf == NULL || (n > 0 && fread(buf, 1, (size_t) n, f) != (size_t) n)) {
+        free(buf);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    *data = buf;
+    *size = (size_t) n;
+    return 0;
+}
+
+/* do_flush calls FLBPluginFlushCtx as proxy_go_output_flush does: the tag is a fresh,
+ * NUL-terminated copy freed after the call, and the data is freed after the call too. */
+static int do_flush(struct instance *ins, const char *tag, const char *path, int *rc)
+{
+    char *data;
+    size_t size;
+    char *tagbuf;
+
+    if (read_file(path, &data, &size) != 0) {
+        return -1;
+    }
+    tagbuf = strdup(tag);
+    if (plugin.cb_flush_ctx) {
+        *rc = plugin.cb_flush_ctx(ins->context.remote_context, data, size, tagbuf);
+    }
+    else {
+        *rc = plugin.cb_flush(data, size, tagbuf);
+    }
+    free(tagbuf);
+    free(data);
+    return 0;
+}
+
+static int do_exit(struct instance *ins)
+{
+    if (plugin.cb_exit_ctx) {
+        return plugin.cb_exit_ctx(ins->context.remote_context);
+    }
+    if (plugin.cb_exit) {
+        return plugin.cb_exit();
+    }
+    return 0;
+}
+
+/* ---- background jobs ----------------------------------------------------------------------- */
+
+static pthread_mutex_t gate_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_closed;
+
+enum job_kind { JOB_FLUSH, JOB_EXIT };
+
+struct job {
+    int used;
+    int joined;
+    enum job_kind kind;
+    int gated;
+    struct instance *ins;
+    char *tag;
+    char *path;
+    int rc;
+    int failed;
+    pthread_t thread;
+};
+
+static struct job jobs[MAX_JOBS];
+static int njobs;
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+
+    if (j->gated) {
+        pthread_mutex_lock(&gate_mutex);
+        while (gate_closed) {
+            pthread_cond_wait(&gate_cond, &gate_mutex);
+        }
+        pthread_mutex_unlock(&gate_mutex);
+    }
+    if (j->kind == JOB_FLUSH) {
+        j->failed = do_flush(j->ins, j->tag, j->path, &j->rc) != 0;
+    }
+    else {
+        j->rc = do_exit(j->ins);
+    }
+    return NULL;
+}
+
+static int start_job(enum job_kind kind, struct instance *ins, const char *tag, const char *path)
+{
+    struct job *j;
+
+    if (njobs >= MAX_JOBS) {
+        return -1;
+    }
+    j = &jobs[njobs];
+    memset(j, 0, sizeof(*j));
+    j->used = 1;
+    j->kind = kind;
+    j->ins = ins;
+    j->tag = tag ? strdup(tag) : NULL;
+    j->path = path ? strdup(path) : NULL;
+    pthread_mutex_lock(&gate_mutex);
+    j->gated = gate_closed;
+    pthread_mutex_unlock(&gate_mutex);
+    if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
+        free(j->tag);
+        free(j->path);
+        j->used = 0;
+        return -1;
+    }
+    return njobs++;
+}
+
+static int join_job(int id)
+{
+    struct job *j = &jobs[id];
+
+    pthread_join(j->thread, NULL);
+    j->joined = 1;
+    free(j->tag);
+    free(j->path);
+    j->tag = NULL;
+    j->path = NULL;
+    return j->failed ? -1 : j->rc;
+}
+
+/* ---- commands ------------------------------------------------------------------------------ */
+
+static char *next_word(char **s)
+{
+    char *p = *s;
+    char *w;
+
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (*p == '\0') {
+        *s = p;
+        return NULL;
+    }
+    w = p;
+    while (*p != '\0' && *p != ' ' && *p != '\t') {
+        p++;
+    }
+    if (*p != '\0') {
+        *p++ = '\0';
+    }
+    *s = p;
+    return w;
+}
+
+static int parse_level(const char *s)
+{
+    static const char *names[] = {"off", "error", "warn", "info", "debug", "trace"};
+    int i;
+
+    for (i = 0; i < 6; i++) {
+        if (strcasecmp(s, names[i]) == 0) {
+            return i;
+        }
+    }
+    if (s[0] >= '0' && s[0] <= '5' && s[1] == '\0') {
+        return s[0] - '0';
+    }
+    return -1;
+}
+
+static void cmd_load(char *rest)
+{
+    char *path = next_word(&rest);
+
+    if (path == NULL) {
+        reply("error: load PATH");
+        return;
+    }
+    so = dlopen(path, RTLD_LAZY);
+    if (so == NULL) {
+        reply("error: dlopen: %s", dlerror());
+        return;
+    }
+    fn_register = (int (*)(void *)) dlsym(so, "FLBPluginRegister");
+    fn_unregister = (int (*)(void *)) dlsym(so, "FLBPluginUnregister");
+    fn_preexit = (int (*)(int)) dlsym(so, "FLBPluginOutputPreExit");
+    /* proxy_go_output_register: FLBPluginInit is required, the rest optional. */
+    plugin.cb_init = (int (*)(struct flbgo_output_plugin *)) dlsym(so, "FLBPluginInit");
+    plugin.cb_flush = (int (*)(const void *, size_t, const char *)) dlsym(so, "FLBPluginFlush");
+    plugin.cb_flush_ctx = (int (*)(void *, const void *, size_t, char *)) dlsym(so, "FLBPluginFlushCtx");
+    plugin.cb_exit = (int (*)(void)) dlsym(so, "FLBPluginExit");
+    plugin.cb_exit_ctx = (int (*)(void *)) dlsym(so, "FLBPluginExitCtx");
+    if (fn_register == NULL || plugin.cb_init == NULL ||
+        (plugin.cb_flush == NULL && plugin.cb_flush_ctx == NULL)) {
+        reply("error: missing export (FLBPluginRegister, FLBPluginInit or a flush)");
+        return;
+    }
+    reply("load -> ok exports=%s%s%s%s%s%s",
+          "register,init",
+          plugin.cb_flush_ctx ? ",flushctx" : "",
+          plugin.cb_flush ? ",flush" : "",
+          plugin.cb_exit_ctx ? ",exitctx" : "",
+          plugin.cb_exit ? ",exit" : "",
+          fn_unregister ? ",unregister" : "");
+}
+
+static void cmd_register(void)
+{
+    int rc;
+
+    if (fn_register == NULL) {
+        reply("error: not loaded");
+        return;
+    }
+    memset(&def, 0, sizeof(def));
+    rc = fn_register(&def);
+    plugin.name = def.name ? strdup(def.name) : NULL;
+    reply("register -> %d type=%d proxy=%d name=%s description=%s",
+          rc, def.type, def.proxy, def.name ? def.name : "(null)",
+          def.description ? def.description : "(null)");
+}
+
+static void cmd_set(char *rest)
+{
+    struct instance *ins;
+    char *id = next_word(&rest);
+    char *key = next_word(&rest);
+    char *value;
+
+    if (id == NULL || key == NULL || (ins = get_instance(id, 1)) == NULL) {
+        reply("error: set I KEY VALUE");
+        return;
+    }
+    while (*rest == ' ' || *rest == '\t') {
+        rest++;
+    }
+    value = rest;
+    for (int i = 0; i < ins->nkeys; i++) {
+        if (strcasecmp(ins->keys[i], key) == 0) {
+            free(ins->values[i]);
+            ins->values[i] = strdup(value);
+            reply("ok");
+            return;
+        }
+    }
+    if (ins->nkeys >= MAX_KEYS) {
+        reply("error: too many keys");
+        return;
+    }
+    ins->keys[ins->nkeys] = strdup(key);
+    ins->values[ins->nkeys] = strdup(value);
+    ins->nkeys++;
+    reply("ok");
+}
+
+static void cmd_loglevel(char *rest)
+{
+    struct instance *ins;
+    char *id = next_word(&rest);
+    char *lvl = next_word(&rest);
+    int level;
+
+    if (id == NULL || lvl == NULL || (ins = get_instance(id, 1)) == NULL ||
+        (level = parse_level(lvl)) < 0) {
+        reply("error: loglevel I off|error|warn|info|debug|trace");
+        return;
+    }
+    ins->log_level = level;
+    reply("ok");
+}
+
+static void cmd_init(char *rest)
+{
+    struct instance *ins;
+    char *id = next_word(&rest);
+    int rc;
+
+    if (id == NULL || (ins = get_instance(id, 1)) == NULL) {
+        reply("error: init I");
+        return;
+    }
+    if (plugin.cb_init == NULL) {
+        reply("error: not loaded");
+        return;
+    }
+    /* proxy_go_output_init: the shared plugin struct is pointed at this instance. */
+    plugin.api = &api;
+    plugin.o_ins = ins;
+    plugin.context = &ins->context;
+    rc = plugin.cb_init(&plugin);
+    ins->initialised = rc > 0;
+    reply("init %d -> %d", ins->id, rc);
+}
+
+static struct instance *flush_args(char **rest, char **tag, char **path)
+{
+    char *id = next_word(rest);
+    struct instance *ins;
+
+    *tag = next_word(rest);
+    *path = next_word(rest);
+    if (id == NULL || *tag == NULL || *path == NULL || (ins = get_instance(id, 0)) == NULL) {
+        return NULL;
+    }
+    return ins;
+}
+
+static void cmd_flush(char *rest)
+{
+    char *tag, *path;
+    struct instance *ins = flush_args(&rest, &tag, &path);
+    int rc;
+
+    if (ins == NULL) {
+        reply("error: flush I TAG PATH (instance must exist)");
+        return;
+    }
+    if (do_flush(ins, tag, path, &rc) != 0) {
+        reply("error: cannot read %s: %s", path, strerror(errno));
+        return;
+    }
+    reply("flush %d -> %d", ins->id, rc);
+}
+
+static void cmd_start(char *rest)
+{
+    char *tag, *path;
+    struct instance *ins = flush_args(&rest, &tag, &path);
+    int id;
+
+    if (ins == NULL) {
+        reply("error: start I TAG PATH (instance must exist)");
+        return;
+    }
+    if ((id = start_job(JOB_FLUSH, ins, tag, path)) < 0) {
+        reply("error: cannot start a thread");
+        return;
+    }
+    reply("start %d", id);
+}
+
+static void cmd_exitasync(char *rest)
+{
+    char *idw = next_word(&rest);
+    struct instance *ins;
+    int id;
+
+    if (idw == NULL || (ins = get_instance(idw, 0)) == NULL) {
+        reply("error: exitasync I");
+        return;
+    }
+    if ((id = start_job(JOB_EXIT, ins, NULL, NULL)) < 0) {
+        reply("error: cannot start a thread");
+        return;
+    }
+    reply("start %d", id);
+}
+
+static void cmd_join(char *rest)
+{
+    char *w = next_word(&rest);
+    int id;
+
+    if (w == NULL || (id = atoi(w)) < 0 || id >= njobs || jobs[id].joined) {
+        reply("error: join J (an unjoined job)");
+        return;
+    }
+    reply("join %d -> %d", id, join_job(id));
+}
+
+static void cmd_joinall(void)
+{
+    char buf[4096];
+    size_t n = 0;
+    int i;
+
+    n += snprintf(buf + n, sizeof(buf) - n, "joinall ->");
+    for (i = 0; i < njobs; i++) {
+        if (jobs[i].used && !jobs[i].joined) {
+            int rc = join_job(i);
+            if (n < sizeof(buf)) {
+                n += snprintf(buf + n, sizeof(buf) - n, " %d:%d", i, rc);
+            }
+        }
+    }
+    reply("%s", buf);
+}
+
+static void cmd_hold(void)
+{
+    pthread_mutex_lock(&gate_mutex);
+    gate_closed = 1;
+    pthread_mutex_unlock(&gate_mutex);
+    reply("ok");
+}
+
+static void cmd_release(void)
+{
+    pthread_mutex_lock(&gate_mutex);
+    gate_closed = 0;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_mutex);
+    reply("ok");
+}
+
+static void cmd_exit(char *rest)
+{
+    char *id = next_word(&rest);
+    struct instance *ins;
+
+    if (id == NULL || (ins = get_instance(id, 0)) == NULL) {
+        reply("error: exit I");
+        return;
+    }
+    reply("exit %d -> %d", ins->id, do_exit(ins));
+}
+
+static void cmd_preexit(void)
+{
+    if (fn_preexit == NULL) {
+        reply("preexit -> absent");
+        return;
+    }
+    fn_preexit(0);
+    reply("preexit -> ok");
+}
+
+static void cmd_unregister(void)
+{
+    if (fn_unregister == NULL) {
+        reply("unregister -> absent");
+        return;
+    }
+    fn_unregister(&def);
+    reply("unregister -> ok");
+}
+
+int main(int argc, char **argv)
+{
+    FILE *in = stdin;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s SCRIPT|-\n", argv[0]);
+        return 2;
+    }
+    if (strcmp(argv[1], "-") != 0 && (in = fopen(argv[1], "r")) == NULL) {
+        fprintf(stderr, "host: %s: %s\n", argv[1], strerror(errno));
+        return 2;
+    }
+
+    api.output_get_property = host_output_get_property;
+    api.output_get_cmt_instance = host_output_get_cmt_instance;
+    api.log_print = host_log_print;
+    api.output_log_check = host_output_log_check;
+
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        char *rest = line;
+        char *cmd;
+
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+            line[--len] = '\0';
+        }
+        cmd = next_word(&rest);
+        if (cmd == NULL || cmd[0] == '#') {
+            continue;
+        }
+        if (strcmp(cmd, "load") == 0) cmd_load(rest);
+        else if (strcmp(cmd, "register") == 0) cmd_register();
+        else if (strcmp(cmd, "set") == 0) cmd_set(rest);
+        else if (strcmp(cmd, "loglevel") == 0) cmd_loglevel(rest);
+        else if (strcmp(cmd, "init") == 0) cmd_init(rest);
+        else if (strcmp(cmd, "flush") == 0) cmd_flush(rest);
+        else if (strcmp(cmd, "start") == 0) cmd_start(rest);
+        else if (strcmp(cmd, "exitasync") == 0) cmd_exitasync(rest);
+        else if (strcmp(cmd, "join") == 0) cmd_join(rest);
+        else if (strcmp(cmd, "joinall") == 0) cmd_joinall();
+        else if (strcmp(cmd, "hold") == 0) cmd_hold();
+        else if (strcmp(cmd, "release") == 0) cmd_release();
+        else if (strcmp(cmd, "exit") == 0) cmd_exit(rest);
+        else if (strcmp(cmd, "preexit") == 0) cmd_preexit();
+        else if (strcmp(cmd, "unregister") == 0) cmd_unregister();
+        else if (strcmp(cmd, "echo") == 0) {
+            while (*rest == ' ') rest++;
+            reply("%s", rest);
+        }
+        else if (strcmp(cmd, "quit") == 0) break;
+        else reply("error: unknown command %s", cmd);
+    }
+    free(line);
+    for (int i = 0; i < njobs; i++) {
+        if (jobs[i].used && !jobs[i].joined) {
+            join_job(i);
+        }
+    }
+    return 0;
+}
