@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/smtpout/smtpout/output"
+)
+
+const verifyDescription = `
+Verifies the X-Smtpout-Signature header of emails sent by the plugin: it takes the message's
+text/plain part (the JSON payload), undoes its transfer encoding, computes HMAC-SHA256 with
+the shared secret and compares it with the header in constant time. Each FILE is one message
+as saved by a mail client (.eml, RFC 5322); with no FILE, or FILE "-", one message is read
+from standard input. Prints "FILE: ok" or "FILE: FAILED: reason" per message.
+
+The secret comes from exactly one of --secret-file (surrounding white space, such as the
+final newline, is ignored, as Fluent Bit ignores it around secret_key), --secret-env, or the
+secret_key of an output in a Fluent Bit configuration (-c, with --output when there are
+several). The secret is never printed.
+
+Exit status: 0 when every message verifies, 1 when any does not (or cannot be read), 2 on a
+bad command line.`
+
+func runVerify(e *env, args []string) int {
+	fs := newFlagSet(e, "verify", "(--secret-file F | --secret-env NAME | -c FILE [--output NAME]) [FILE.eml ...]", verifyDescription)
+	secretFile := fs.String("secret-file", "", "read the shared secret from `file`")
+	secretEnv := fs.String("secret-env", "", "read the shared secret from environment variable `name`")
+	conf := fs.String("c", "", "take secret_key from an smtp output of this Fluent Bit configuration `file`")
+	fs.StringVar(conf, "config", "", "same as -c")
+	sel := fs.String("output", "", "with -c: the output's alias, instance name (smtp.N) or index among smtp outputs")
+	if code, done := parseFlags(e, fs, args); done {
+		return code
+	}
+	secret, code := readSecret(e, *secretFile, *secretEnv, *conf, *sel)
+	if code != exitOK {
+		return code
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	failed := 0
+	for _, f := range files {
+		name, err := f, error(nil)
+		if f == "-" {
+			name, err = "(stdin)", output.Verify(e.stdin, secret)
+		} else if fh, oerr := os.Open(f); oerr != nil {
+			fmt.Fprintf(e.stdout, "%s: FAILED: cannot read: %v\n", name, unwrapPath(oerr))
+			failed++
+			continue
+		} else {
+			err = output.Verify(fh, secret)
+			fh.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(e.stdout, "%s: FAILED: %s\n", name, strings.TrimPrefix(err.Error(), "verify: "))
+			failed++
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s: ok\n", name)
+	}
+	if failed > 0 {
+		if len(files) > 1 {
+			fmt.Fprintf(e.stdout, "%d of %d message(s) FAILED\n", failed, len(files))
+		}
+		return exitFail
+	}
+	return exitOK
+}
+
+// readSecret returns the shared secret from the one source given. The value is never
+// printed, not even in errors.
+func readSecret(e *env, file, envName, conf, sel string) ([]byte, int) {
+	n := 0
+	for _, s := range []string{file, envName, conf} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, usageError(e, "verify", "give exactly one of --secret-file, --secret-env or -c")
+	}
+	var secret string
+	switch {
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "smtpout verify: --secret-file: %v\n", err)
+			return nil, exitFail
+		}
+		secret = string(bytes.TrimSpace(data))
+	case envName != "":
+		v, ok := e.lookupEnv(envName)
+		if !ok {
+			fmt.Fprintf(e.stderr, "smtpout verify: --secret-env: environment variable %s is not set\n", envName)
+			return nil, exitFail
+		}
+		secret = strings.TrimSpace(v)
+	default:
+		o, err := pickOutput(e, conf, sel)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "smtpout verify: %v\n", err)
+			return nil, exitFail
+		}
+		secret = o.Keys["secret_key"]
+		if secret == "" {
+			fmt.Fprintf(e.stderr, "smtpout verify: %s: output %s has no secret_key\n", o.Pos, o.Label())
+			return nil, exitFail
+		}
+	}
+	if secret == "" {
+		fmt.Fprintln(e.stderr, "smtpout verify: the secret is empty")
+		return nil, exitFail
+	}
+	return []byte(secret), exitOK
+}
+
+// unwrapPath drops the path from an *os.PathError, which the caller already printed.
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/output"
+)
+
+// renderEmail renders one record with the plugin's renderer.
+func renderEmail(t *testing.T, secret string, readable bool, fields map[string]any) []byte {
+	t.Helper()
+	cfg, err := config.Parse(config.MapGetter{
+		"dest_host": "smtp.corp.com", "dest_email": "soc@corp.com", "from_email": "alerts@corp.com",
+		"secret_key": secret, "is_readable": map[bool]string{true: "true", false: "false"}[readable],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := output.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := r.Render(output.Record{Tag: "app.alerts", Time: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), Fields: fields})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Data
+}
+
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	fields := map[string]any{"msg": "intrusion detected on host-17", "severity": int64(9)}
+	good := renderEmail(t, testSecret, false, fields)
+	readable := renderEmail(t, testSecret, true, fields)
+	if !bytes.Contains(good, []byte("host-17")) {
+		t.Fatalf("the rendered email does not hold the payload text the test tampers with:\n%s", good)
+	}
+	tampered := bytes.Replace(good, []byte("host-17"), []byte("host-18"), 1)
+	unsigned := dropHeader(t, good, output.SignatureHeader)
+
+	files := map[string]string{
+		"good":     writeFile(t, dir, "good.eml", string(good)),
+		"readable": writeFile(t, dir, "readable.eml", string(readable)),
+		"tampered": writeFile(t, dir, "tampered.eml", string(tampered)),
+		"unsigned": writeFile(t, dir, "unsigned.eml", string(unsigned)),
+		"missing":  dir + "/missing.eml",
+	}
+	secretFile := writeFile(t, dir, "secret", testSecret+"\n")
+	wrongFile := writeFile(t, dir, "wrong", "another-secret-of-some-length\n")
+	conf := writeFile(t, dir, "fb.conf", "[OUTPUT]\n    Name smtp\n    secret_key ${S}\n")
+	envVars := map[string]string{"SECRET": testSecret, "S": testSecret}
+
+	tests := []struct {
+		name     string
+		args     []string
+		stdin    string
+		wantCode int
+		want     []string
+	}{
+		{"good and readable with --secret-file", []string{"--secret-file", secretFile, files["good"], files["readable"]}, "", 0,
+			[]string{files["good"] + ": ok", files["readable"] + ": ok"}},
+		{"tampered", []string{"--secret-file", secretFile, files["good"], files["tampered"]}, "", 1,
+			[]string{files["good"] + ": ok", files["tampered"] + ": FAILED: signature does not match the payload", "1 of 2 message(s) FAILED"}},
+		{"unsigned", []string{"--secret-file", secretFile, files["unsigned"]}, "", 1,
+			[]string{files["unsigned"] + ": FAILED: no X-Smtpout-Signature header"}},
+		{"wrong secret", []string{"--secret-file", wrongFile, files["good"]}, "", 1,
+			[]string{files["good"] + ": FAILED: signature does not match"}},
+		{"unreadable file", []string{"--secret-file", secretFile, files["missing"]}, "", 1,
+			[]string{files["missing"] + ": FAILED: cannot read: no such file or directory"}},
+		{"stdin with --secret-env", []string{"--secret-env", "SECRET"}, string(good), 0,
+			[]string{"(stdin): ok"}},
+		{"stdin tampered", []string{"--secret-env", "SECRET", "-"}, string(tampered), 1,
+			[]string{"(stdin): FAILED: signature does not match"}},
+		{"secret from the configuration", []string{"-c", conf, files["good"]}, "", 0,
+			[]string{files["good"] + ": ok"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCmd(t, envVars, tc.stdin, append([]string{"verify"}, tc.args...)...)
+			if r.code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.wantCode, r.stdout, r.stderr)
+			}
+			assertInOrder(t, r.stdout, tc.want)
+			assertNoSecrets(t, r, testSecret)
+		})
+	}
+}
+
+func TestVerifySecretErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args     []string
+		wantCode int
+		stderr   string
+	}{
+		{[]string{"--secret-env", "NOT_SET_ANYWHERE"}, exitFail, "environment variable NOT_SET_ANYWHERE is not set"},
+		{[]string{"--secret-file", dir + "/none"}, exitFail, "--secret-file: open"},
+		{[]string{"--secret-file", writeFile(t, dir, "empty", "\n")}, exitFail, "the secret is empty"},
+		{[]string{"--secret-file", "a", "--secret-env", "B"}, exitUsage, "give exactly one of"},
+	}
+	for _, tc := range tests {
+		r := runCmd(t, nil, "", append([]string{"verify"}, tc.args...)...)
+		if r.code != tc.wantCode || !strings.Contains(r.stderr, tc.stderr) {
+			t.Errorf("verify %q = %d, stderr %q; want %d, stderr containing %q", tc.args, r.code, r.stderr, tc.wantCode, tc.stderr)
+		}
+	}
+}
+
+// dropHeader removes every line of the named header from a message's header block.
+func dropHeader(t *testing.T, msg []byte, name string) []byte {
+	t.Helper()
+	head, body, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
+	if !ok {
+		t.Fatal("message without a header/body separator")
+	}
+	var out [][]byte
+	skipping := false
+	for _, line := range bytes.Split(head, []byte("\r\n")) {
+		if skipping && len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			continue
+		}
+		skipping = strings.HasPrefix(strings.ToLower(string(line)), strings.ToLower(name)+":")
+		if !skipping {
+			out = append(out, line)
+		}
+	}
+	res := append(bytes.Join(out, []byte("\r\n")), "\r\n\r\n"...)
+	if bytes.Equal(res[:len(res)-4], head) {
+		t.Fatalf("header %s not found", name)
+	}
+	return append(res, body...)
+}
