@@ -48,6 +48,8 @@ const (
 	DefaultTimeout        = 30 * time.Second
 	DefaultJSONDateKey    = "date"
 	DefaultMaxConnections = 4
+	// DefaultDeadLetterMaxSize bounds dead_letter_dir when dead_letter_max_size is unset.
+	DefaultDeadLetterMaxSize = 100 << 20
 	// MinSecretKeyLen is the length below which secret_key draws a start-up warning.
 	MinSecretKeyLen = 16
 )
@@ -100,6 +102,15 @@ type Config struct {
 	// DisableChunking is true when chunking is false: DATA is used even when the server offers
 	// CHUNKING (BDAT, RFC 3030).
 	DisableChunking bool
+
+	// DeadLetterDir is where permanently rejected records are written as .eml files with
+	// their reason (dead_letter_dir); "" turns it off.
+	DeadLetterDir string
+	// DeadLetterMaxSize bounds the bytes kept in DeadLetterDir (dead_letter_max_size).
+	DeadLetterMaxSize int64
+	// MaxEmailsPerMinute is the storm guard (max_emails_per_minute): at most this many emails
+	// per minute per instance; 0 turns it off.
+	MaxEmailsPerMinute int
 
 	// Warnings are problems that do not stop start-up (a short secret_key, tls_verify false).
 	Warnings []string

@@ -61,17 +61,18 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatalf("Parse: %v", err)
 	}
 	want := Config{
-		Host:           "smtp.example.com",
-		Port:           465,
-		To:             []mail.Address{addr("", "soc@corp.com")},
-		From:           addr("", "lc@corp.com"),
-		SecretKey:      Secret(testSecret),
-		Subject:        Template{Raw: "Fluent Bit: $TAG", Tokens: []Token{{Kind: Literal, Text: "Fluent Bit: "}, {Kind: TagToken}}},
-		TLSVerify:      true,
-		TLSServerName:  "smtp.example.com",
-		Timeout:        30 * time.Second,
-		JSONDateKey:    "date",
-		MaxConnections: 4,
+		DeadLetterMaxSize: DefaultDeadLetterMaxSize,
+		Host:              "smtp.example.com",
+		Port:              465,
+		To:                []mail.Address{addr("", "soc@corp.com")},
+		From:              addr("", "lc@corp.com"),
+		SecretKey:         Secret(testSecret),
+		Subject:           Template{Raw: "Fluent Bit: $TAG", Tokens: []Token{{Kind: Literal, Text: "Fluent Bit: "}, {Kind: TagToken}}},
+		TLSVerify:         true,
+		TLSServerName:     "smtp.example.com",
+		Timeout:           30 * time.Second,
+		JSONDateKey:       "date",
+		MaxConnections:    4,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() (-want +got):\n%s", diff)
@@ -424,6 +425,20 @@ func TestParseExtensionKeys(t *testing.T) {
 		t.Errorf("extension keys (-want +got):\n%s", diff)
 	}
 
+	c, err = Parse(base(map[string]string{"dead_letter_dir": dir, "dead_letter_max_size": "5M", "max_emails_per_minute": "120"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]any{dir, int64(5 << 20), 120}, []any{c.DeadLetterDir, c.DeadLetterMaxSize, c.MaxEmailsPerMinute}); diff != "" {
+		t.Errorf("dead letters and storm guard (-want +got):\n%s", diff)
+	}
+	for in, want := range map[string]int64{"1024": 1024, "500K": 500 << 10, "500kb": 500 << 10, "100M": 100 << 20, "1G": 1 << 30, "2GB": 2 << 30} {
+		c, err := Parse(base(map[string]string{"dead_letter_max_size": in}))
+		if err != nil || c.DeadLetterMaxSize != want {
+			t.Errorf("dead_letter_max_size %q = %d, %v; want %d", in, c.DeadLetterMaxSize, err, want)
+		}
+	}
+
 	c, err = Parse(base(map[string]string{"json_date_key": "false"}))
 	if err != nil || c.JSONDateKey != "" {
 		t.Errorf("json_date_key false: JSONDateKey=%q err=%v, want off", c.JSONDateKey, err)
@@ -444,11 +459,14 @@ func TestParseExtensionKeysRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := map[string][]string{
-		"timeout":         {"0", "-5s", "soon", "10x", "0s"},
-		"tls_ca_file":     {filepath.Join(dir, "missing.pem"), notPEM},
-		"tls_server_name": {"bad name", "a..b"},
-		"helo_name":       {"bad name", "[not-ip]"},
-		"max_connections": {"0", "65", "four", "-1"},
+		"timeout":               {"0", "-5s", "soon", "10x", "0s"},
+		"tls_ca_file":           {filepath.Join(dir, "missing.pem"), notPEM},
+		"tls_server_name":       {"bad name", "a..b"},
+		"helo_name":             {"bad name", "[not-ip]"},
+		"max_connections":       {"0", "65", "four", "-1"},
+		"dead_letter_dir":       {filepath.Join(dir, "missing"), notPEM},
+		"dead_letter_max_size":  {"0", "-1M", "lots", "1T", "99999999999G"},
+		"max_emails_per_minute": {"-1", "many", "1000001"},
 	}
 	for key, values := range tests {
 		for _, v := range values {

@@ -21,6 +21,7 @@ var Keys = []string{
 	"is_readable", "is_starttls", "is_authlogin", "subject",
 	"tls_verify", "tls_ca_file", "tls_server_name", "timeout", "helo_name", "json_date_key",
 	"max_connections", "pipelining", "chunking",
+	"dead_letter_dir", "dead_letter_max_size", "max_emails_per_minute",
 }
 
 // SecretKeys are the keys whose values are never printed, in errors or logs.
@@ -147,6 +148,17 @@ func Parse(g Getter) (Config, error) {
 	c.DisablePipelining = !p.boolean("pipelining", true)
 	c.DisableChunking = !p.boolean("chunking", true)
 
+	c.DeadLetterDir = p.value("dead_letter_dir")
+	if c.DeadLetterDir != "" {
+		if fi, err := os.Stat(c.DeadLetterDir); err != nil {
+			p.fail("dead_letter_dir", c.DeadLetterDir, "cannot be used: %v", unwrapPathError(err))
+		} else if !fi.IsDir() {
+			p.fail("dead_letter_dir", c.DeadLetterDir, "is not a directory")
+		}
+	}
+	c.DeadLetterMaxSize = p.size("dead_letter_max_size", DefaultDeadLetterMaxSize)
+	c.MaxEmailsPerMinute = p.integer("max_emails_per_minute", 0, 0, 1_000_000)
+
 	if len(p.errs) > 0 {
 		return c, errors.Join(p.errs...)
 	}
@@ -188,6 +200,42 @@ func (p *parser) integer(key string, def, min, max int) int {
 		return def
 	}
 	return n
+}
+
+// size parses Fluent Bit size syntax: a number of bytes with an optional K, M or G suffix
+// (KB, MB, GB too, any case), powers of 1024.
+func (p *parser) size(key string, def int64) int64 {
+	v := p.value(key)
+	if v == "" {
+		return def
+	}
+	n, err := parseSize(v)
+	if err != nil || n <= 0 {
+		p.fail(key, v, "is not a positive size such as 500K, 100M or 1G")
+		return def
+	}
+	return n
+}
+
+func parseSize(v string) (int64, error) {
+	s := strings.ToUpper(strings.TrimSuffix(strings.ToUpper(v), "B"))
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n > (1<<62)/mult {
+		return 0, errors.New("too large")
+	}
+	return n * mult, nil
 }
 
 // duration parses Fluent Bit time syntax: a bare number of seconds, or a number with a unit
