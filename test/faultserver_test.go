@@ -1,0 +1,692 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/output"
+)
+
+// fault is what the fault server does to one mail transaction.
+type fault int
+
+// The faults of issue 6.
+const (
+	faultNone fault = iota
+	// fault451: MAIL FROM is answered "451 4.3.0": try again later.
+	fault451
+	// fault421: MAIL FROM is answered "421 4.3.2" and the server closes the connection at once.
+	fault421
+	// faultDropBeforeStore: the whole message is read, then the connection is closed without a
+	// reply and without storing it.
+	faultDropBeforeStore
+	// faultDropAfterStore: the message is stored, then the connection is closed before the
+	// reply: the ambiguous case, where the client must resend and the server gets it twice.
+	faultDropAfterStore
+	// faultStall: the message is read, then nothing is answered until the client goes away.
+	faultStall
+)
+
+// String names the fault for reports.
+func (f fault) String() string {
+	switch f {
+	case faultNone:
+		return "none"
+	case fault451:
+		return "451 at MAIL"
+	case fault421:
+		return "421 at MAIL + close"
+	case faultDropBeforeStore:
+		return "drop in DATA, not stored"
+	case faultDropAfterStore:
+		return "drop in DATA, stored (ambiguous)"
+	case faultStall:
+		return "stall in DATA"
+	}
+	return fmt.Sprintf("fault(%d)", int(f))
+}
+
+// errDropped is what Data returns after it closed the connection (nobody reads the reply).
+var errDropped = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "connection dropped by the fault server"}
+
+// faultOptions configure a fault server. The zero value accepts everything.
+type faultOptions struct {
+	// addr is the address to listen on; "" picks 127.0.0.1:0.
+	addr string
+	// cert is the server's certificate; nil generates one.
+	cert *testcert.Cert
+	// plan chooses the fault of each transaction, numbered from 1 in the order MAIL FROM
+	// commands arrive (across connections). nil: no faults.
+	plan func(tx int) fault
+	// rejectRcpt maps a recipient to the reply that refuses it.
+	rejectRcpt map[string]*smtp.SMTPError
+	// users enables AUTH PLAIN with these credentials (then required before MAIL).
+	users map[string]string
+	// authRefused starts the server refusing every AUTH with 535 until acceptAuth is called.
+	authRefused bool
+}
+
+// stored is one message the fault server accepted, as the test checks it.
+type stored struct {
+	MessageID string   // without angle brackets
+	N         int      // the record's "n" field, -1 when the payload has none
+	Tag       string   // X-Fluent-Tag
+	EnvTo     []string // envelope recipients
+	VerifyErr string   // "" when the signature verifies
+	Ambiguous bool     // stored and then dropped before the reply
+}
+
+// faultServer is an in-process emersion/go-smtp server behind implicit TLS (a certificate
+// from a throw-away CA) on 127.0.0.1 that injects faults into chosen transactions and records
+// what it stored, how connections ended and which commands it read.
+type faultServer struct {
+	t    testing.TB
+	addr string
+	cert *testcert.Cert
+	srv  *smtp.Server
+	opt  faultOptions
+
+	authOK atomic.Bool
+
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced on every change (see waitUntil)
+	txs       int
+	injected  map[fault]int
+	msgs      []stored
+	ambiguous map[string]int // Message-ID -> times stored then dropped
+	opened    int            // sessions started
+	ended     int            // sessions ended
+	quits     int            // QUIT commands read
+	authFails int
+	stalls    int      // transactions stalled so far
+	stallEnds []string // how each stall ended: "client closed", "server stopped"
+	live      map[*smtp.Conn]bool
+}
+
+// startFaultServer starts a fault server that stops when the test ends.
+func startFaultServer(t testing.TB, opt faultOptions) *faultServer {
+	t.Helper()
+	fs := &faultServer{
+		t:         t,
+		cert:      opt.cert,
+		opt:       opt,
+		changed:   make(chan struct{}),
+		injected:  make(map[fault]int),
+		ambiguous: make(map[string]int),
+		live:      make(map[*smtp.Conn]bool),
+	}
+	if fs.cert == nil {
+		fs.cert = testcert.New(t)
+	}
+	fs.authOK.Store(!opt.authRefused)
+	addr := opt.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := tls.Listen("tcp", addr, fs.cert.ServerTLS())
+	if err != nil {
+		t.Fatalf("fault server: listen on %s: %v", addr, err)
+	}
+	fs.addr = l.Addr().String()
+	srv := smtp.NewServer(fs)
+	srv.Domain = "localhost"
+	srv.ReadTimeout = 2 * time.Minute
+	srv.WriteTimeout = time.Minute
+	srv.MaxRecipients = 50
+	srv.MaxMessageBytes = 10 << 20
+	// The listener hands go-smtp a wrapped connection (to see the commands), so it cannot tell
+	// the connection is TLS: allow AUTH anyway, it is (implicit TLS).
+	srv.AllowInsecureAuth = true
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	fs.srv = srv
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(tapListener{Listener: l, fs: fs})
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return fs
+}
+
+// reservePort returns a 127.0.0.1 address that nothing listens on (a port the kernel just
+// handed out and that was closed again): a mail server that is down.
+func reservePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// faultKeys is a valid configuration for fs delivering to "to" (the secret and timeouts of the
+// other scenarios).
+func faultKeys(fs *faultServer, to string) map[string]string {
+	return faultKeysAt(fs.addr, fs.cert, to)
+}
+
+// faultKeysAt is faultKeys for a server that is not started yet: its address and certificate.
+func faultKeysAt(addr string, cert *testcert.Cert, to string) map[string]string {
+	return map[string]string{
+		"dest_host":       addr,
+		"tls_ca_file":     cert.CAFile,
+		"tls_server_name": "localhost",
+		"dest_email":      to,
+		"from_email":      "Fluent Bit <fluent-bit@example.com>",
+		"secret_key":      testSecretKey,
+		"subject":         "Alert $TAG: $msg",
+		"timeout":         "15s",
+	}
+}
+
+// acceptAuth makes the server accept the configured credentials from now on.
+func (fs *faultServer) acceptAuth() { fs.authOK.Store(true) }
+
+// notify wakes waitUntil; fs.mu must be held.
+func (fs *faultServer) notify() {
+	close(fs.changed)
+	fs.changed = make(chan struct{})
+}
+
+// waitUntil waits (at most within) until cond, called with fs.mu held, is true.
+func (fs *faultServer) waitUntil(what string, within time.Duration, cond func() bool) {
+	fs.t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		fs.mu.Lock()
+		ok, ch := cond(), fs.changed
+		fs.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			fs.t.Fatalf("fault server: not %s within %v (%s)", what, within, fs.summary())
+		}
+	}
+}
+
+// summary describes the server's counters on one line.
+func (fs *faultServer) summary() string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fmt.Sprintf("transactions=%d stored=%d sessions opened=%d ended=%d quits=%d auth_failures=%d stalls=%d injected=%v",
+		fs.txs, len(fs.msgs), fs.opened, fs.ended, fs.quits, fs.authFails, fs.stalls, fs.injected)
+}
+
+// Stored returns what the server stored so far.
+func (fs *faultServer) Stored() []stored {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]stored(nil), fs.msgs...)
+}
+
+// counters is a snapshot of the server's counters.
+type counters struct {
+	Txs, Stored, Opened, Ended, Quits, AuthFails, Stalls int
+	Injected                                             map[fault]int
+	StallEnds                                            []string
+	Live                                                 int
+}
+
+func (fs *faultServer) Counters() counters {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	c := counters{Txs: fs.txs, Stored: len(fs.msgs), Opened: fs.opened, Ended: fs.ended, Quits: fs.quits,
+		AuthFails: fs.authFails, Stalls: fs.stalls, Injected: make(map[fault]int), Live: len(fs.live),
+		StallEnds: append([]string(nil), fs.stallEnds...)}
+	for k, v := range fs.injected {
+		c.Injected[k] = v
+	}
+	return c
+}
+
+// expireIdle makes every open session time out at once, as an idle timeout does: go-smtp then
+// answers "421 4.4.2 Idle timeout, bye bye" and closes the connection. It returns how many
+// sessions it expired.
+func (fs *faultServer) expireIdle() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for c := range fs.live {
+		_ = c.Conn().SetReadDeadline(time.Now())
+	}
+	return len(fs.live)
+}
+
+// NewSession implements smtp.Backend.
+func (fs *faultServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	fs.mu.Lock()
+	fs.opened++
+	fs.live[c] = true
+	fs.notify()
+	fs.mu.Unlock()
+	return &faultSession{fs: fs, c: c}, nil
+}
+
+// store parses and keeps one message.
+func (fs *faultServer) store(body []byte, to []string, ambiguous bool) {
+	m := parseStored(body)
+	m.EnvTo = append([]string(nil), to...)
+	m.Ambiguous = ambiguous
+	fs.mu.Lock()
+	fs.msgs = append(fs.msgs, m)
+	if ambiguous {
+		fs.ambiguous[m.MessageID]++
+	}
+	fs.notify()
+	fs.mu.Unlock()
+}
+
+// parseStored reads the Message-ID, tag and payload of a machine-format email and checks its
+// signature.
+func parseStored(body []byte) stored {
+	m := stored{N: -1}
+	if err := output.Verify(bytes.NewReader(body), []byte(testSecretKey)); err != nil {
+		m.VerifyErr = err.Error()
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(body))
+	if err != nil {
+		m.VerifyErr += "; parse: " + err.Error()
+		return m
+	}
+	m.MessageID = strings.Trim(msg.Header.Get("Message-Id"), "<> ")
+	m.Tag = msg.Header.Get("X-Fluent-Tag")
+	mt, _, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || mt != "text/plain" {
+		m.VerifyErr += fmt.Sprintf("; Content-Type %q is not the machine format", msg.Header.Get("Content-Type"))
+		return m
+	}
+	var r io.Reader = msg.Body
+	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		r = quotedprintable.NewReader(r)
+	}
+	payload, err := io.ReadAll(r)
+	if err != nil {
+		m.VerifyErr += "; body: " + err.Error()
+		return m
+	}
+	var p struct {
+		N *int `json:"n"`
+	}
+	if err := json.Unmarshal(payload, &p); err != nil {
+		m.VerifyErr += "; payload: " + err.Error()
+		return m
+	}
+	if p.N != nil {
+		m.N = *p.N
+	}
+	return m
+}
+
+// stall holds a transaction until the client closes the connection or the server stops.
+func (fs *faultServer) stall(conn net.Conn) {
+	fs.mu.Lock()
+	fs.stalls++
+	fs.notify()
+	fs.mu.Unlock()
+	// Nobody else reads the connection while the transaction waits for its reply, and the
+	// client sends nothing before it: a read returns only when the connection ends.
+	var buf [64]byte
+	_, err := conn.Read(buf[:])
+	how := "client closed"
+	if errors.Is(err, net.ErrClosed) {
+		how = "server stopped"
+	} else if err == nil {
+		how = "client sent data"
+	}
+	fs.mu.Lock()
+	fs.stallEnds = append(fs.stallEnds, how)
+	fs.notify()
+	fs.mu.Unlock()
+	_ = conn.Close()
+}
+
+// faultSession is one SMTP session of the fault server.
+type faultSession struct {
+	fs     *faultServer
+	c      *smtp.Conn
+	authed bool
+	fault  fault
+	to     []string
+}
+
+// AuthMechanisms implements smtp.AuthSession: PLAIN when the server has users.
+func (s *faultSession) AuthMechanisms() []string {
+	if s.fs.opt.users == nil {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+// Auth implements smtp.AuthSession.
+func (s *faultSession) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain || s.fs.opt.users == nil {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		want, ok := s.fs.opt.users[user]
+		if !s.fs.authOK.Load() || !ok || want != pass {
+			s.fs.mu.Lock()
+			s.fs.authFails++
+			s.fs.notify()
+			s.fs.mu.Unlock()
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+
+// Mail implements smtp.Session: it numbers the transaction and applies the plan's fault.
+func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
+	fs := s.fs
+	if fs.opt.users != nil && !s.authed {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	}
+	fs.mu.Lock()
+	fs.txs++
+	f := faultNone
+	if fs.opt.plan != nil {
+		f = fs.opt.plan(fs.txs)
+	}
+	if f != faultNone {
+		fs.injected[f]++
+	}
+	fs.notify()
+	fs.mu.Unlock()
+	switch f {
+	case fault451:
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Injected fault, try again later"}
+	case fault421:
+		// Answer and hang up at once, as a server going down does; go-smtp's own reply to
+		// the error below then fails on the closed connection.
+		_, _ = io.WriteString(s.c.Conn(), "421 4.3.2 Injected fault, closing connection\r\n")
+		_ = s.c.Conn().Close()
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Injected fault, closing connection"}
+	}
+	s.fault = f
+	return nil
+}
+
+// Rcpt implements smtp.Session.
+func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if e, ok := s.fs.opt.rejectRcpt[to]; ok {
+		return e
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+// Data implements smtp.Session: store, or apply the transaction's fault.
+func (s *faultSession) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	switch s.fault {
+	case faultDropBeforeStore:
+		_ = s.c.Conn().Close()
+		return errDropped
+	case faultStall:
+		s.fs.stall(s.c.Conn())
+		return errDropped
+	case faultDropAfterStore:
+		s.fs.store(body, s.to, true)
+		_ = s.c.Conn().Close()
+		return errDropped
+	}
+	s.fs.store(body, s.to, false)
+	return nil
+}
+
+// Reset implements smtp.Session.
+func (s *faultSession) Reset() {
+	s.fault = faultNone
+	s.to = nil
+}
+
+// Logout implements smtp.Session: the session ended (QUIT or a closed connection).
+func (s *faultSession) Logout() error {
+	s.fs.mu.Lock()
+	s.fs.ended++
+	delete(s.fs.live, s.c)
+	s.fs.notify()
+	s.fs.mu.Unlock()
+	return nil
+}
+
+// tapListener wraps the TLS listener so that the server sees each connection's plain-text
+// commands (to count QUIT, which go-smtp does not report to the backend).
+type tapListener struct {
+	net.Listener
+	fs *faultServer
+}
+
+// Accept implements net.Listener.
+func (l tapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &tapConn{Conn: c, fs: l.fs}, nil
+}
+
+// tapConn counts the QUIT lines read from a connection. Only one goroutine reads a connection
+// at a time (go-smtp's, or a stall's while go-smtp waits for it).
+type tapConn struct {
+	net.Conn
+	fs   *faultServer
+	line []byte // the start of the current line (at most 8 bytes)
+	long bool   // the current line is longer than that
+}
+
+// Read implements net.Conn.
+func (c *tapConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	for _, b := range p[:n] {
+		if b == '\n' {
+			if !c.long && strings.EqualFold(strings.TrimRight(string(c.line), "\r"), "QUIT") {
+				c.fs.mu.Lock()
+				c.fs.quits++
+				c.fs.notify()
+				c.fs.mu.Unlock()
+			}
+			c.line, c.long = c.line[:0], false
+			continue
+		}
+		if len(c.line) < 8 {
+			c.line = append(c.line, b)
+		} else {
+			c.long = true
+		}
+	}
+	return n, err
+}
+
+// delivery is what checkDelivery found at the server.
+type delivery struct {
+	Messages   int // messages stored
+	Distinct   int // distinct Message-IDs
+	Duplicates int // messages beyond the first per Message-ID (all after ambiguous drops)
+	Ambiguous  int // messages stored and then dropped before the reply
+}
+
+// checkDelivery counts by Message-ID at the server and fails the test unless every record
+// numbered in want was delivered under exactly one Message-ID, no other record arrived, every
+// signature verifies, and every Message-ID arrived once, except the ones the server stored and
+// then dropped before replying (ambiguous), which may arrive once more per drop.
+func checkDelivery(t testing.TB, fs *faultServer, want []int) delivery {
+	t.Helper()
+	msgs := fs.Stored()
+	fs.mu.Lock()
+	ambiguous := make(map[string]int, len(fs.ambiguous))
+	for k, v := range fs.ambiguous {
+		ambiguous[k] = v
+	}
+	fs.mu.Unlock()
+
+	byID := make(map[string]int)
+	idsOfN := make(map[int]map[string]bool)
+	var d delivery
+	for _, m := range msgs {
+		d.Messages++
+		if m.Ambiguous {
+			d.Ambiguous++
+		}
+		if m.VerifyErr != "" {
+			t.Errorf("message <%s> (n=%d): %s", m.MessageID, m.N, m.VerifyErr)
+		}
+		byID[m.MessageID]++
+		if idsOfN[m.N] == nil {
+			idsOfN[m.N] = make(map[string]bool)
+		}
+		idsOfN[m.N][m.MessageID] = true
+	}
+	d.Distinct = len(byID)
+	wanted := make(map[int]bool, len(want))
+	var missing []int
+	for _, n := range want {
+		wanted[n] = true
+		switch ids := idsOfN[n]; {
+		case len(ids) == 0:
+			missing = append(missing, n)
+		case len(ids) > 1:
+			t.Errorf("record %d arrived under %d Message-IDs, want 1: %v", n, len(ids), keys(ids))
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d records never arrived: %v", len(missing), len(want), head(missing, 20))
+	}
+	var extra []int
+	for n := range idsOfN {
+		if !wanted[n] {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Ints(extra)
+		t.Errorf("records that were never sent arrived: %v", head(extra, 20))
+	}
+	for id, c := range byID {
+		if c == 1 {
+			continue
+		}
+		d.Duplicates += c - 1
+		if c > 1+ambiguous[id] {
+			t.Errorf("Message-ID <%s> arrived %d times, but the server dropped it after storing only %d time(s): a duplicate that no ambiguous drop explains",
+				id, c, ambiguous[id])
+		}
+	}
+	return d
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func head(s []int, n int) []int {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// span returns first, first+1, ..., first+count-1.
+func span(first, count int) []int {
+	out := make([]int, count)
+	for i := range out {
+		out[i] = first + i
+	}
+	return out
+}
+
+// errRecorder is a testing.TB that keeps the errors reported to it instead of failing.
+type errRecorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errRecorder) Helper() {}
+
+func (r *errRecorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// TestCheckDeliveryCatchesLossAndUnexplainedDuplicates shows that checkDelivery, on which every
+// fault scenario relies, fails on each kind of wrong delivery.
+func TestCheckDeliveryCatchesLossAndUnexplainedDuplicates(t *testing.T) {
+	ok := func(id string, n int) stored { return stored{MessageID: id, N: n} }
+	for _, tc := range []struct {
+		name      string
+		msgs      []stored
+		ambiguous map[string]int
+		wantErrs  []string // a substring of each error, in order
+		want      delivery
+	}{
+		{"all once", []stored{ok("a", 1), ok("b", 2)}, nil, nil, delivery{Messages: 2, Distinct: 2}},
+		{"one lost", []stored{ok("a", 1)}, nil, []string{"1 of 2 records never arrived: [2]"}, delivery{Messages: 1, Distinct: 1}},
+		{"unexplained duplicate", []stored{ok("a", 1), ok("b", 2), ok("b", 2)}, nil,
+			[]string{"Message-ID <b> arrived 2 times"}, delivery{Messages: 3, Distinct: 2, Duplicates: 1}},
+		{"duplicate after an ambiguous drop", []stored{ok("a", 1), {MessageID: "b", N: 2, Ambiguous: true}, ok("b", 2)},
+			map[string]int{"b": 1}, nil, delivery{Messages: 3, Distinct: 2, Duplicates: 1, Ambiguous: 1}},
+		{"three copies after one drop", []stored{ok("a", 1), {MessageID: "b", N: 2, Ambiguous: true}, ok("b", 2), ok("b", 2)},
+			map[string]int{"b": 1}, []string{"Message-ID <b> arrived 3 times"}, delivery{Messages: 4, Distinct: 2, Duplicates: 2, Ambiguous: 1}},
+		{"same record, two Message-IDs", []stored{ok("a", 1), ok("b", 2), ok("c", 2)}, nil,
+			[]string{"record 2 arrived under 2 Message-IDs"}, delivery{Messages: 3, Distinct: 3}},
+		{"a record never sent", []stored{ok("a", 1), ok("b", 2), ok("z", 9)}, nil,
+			[]string{"records that were never sent arrived: [9]"}, delivery{Messages: 3, Distinct: 3}},
+		{"bad signature", []stored{ok("a", 1), {MessageID: "b", N: 2, VerifyErr: "signature does not match"}}, nil,
+			[]string{"message <b> (n=2): signature does not match"}, delivery{Messages: 2, Distinct: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := &faultServer{msgs: tc.msgs, ambiguous: tc.ambiguous}
+			rec := &errRecorder{TB: t}
+			got := checkDelivery(rec, fs, []int{1, 2})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("delivery (-want +got):\n%s", diff)
+			}
+			if len(rec.errs) != len(tc.wantErrs) {
+				t.Fatalf("errors %q, want %d matching %q", rec.errs, len(tc.wantErrs), tc.wantErrs)
+			}
+			for i, w := range tc.wantErrs {
+				if !strings.Contains(rec.errs[i], w) {
+					t.Errorf("error %d = %q, want it to contain %q", i, rec.errs[i], w)
+				}
+			}
+		})
+	}
+}
