@@ -264,7 +264,11 @@ func tlsError(step Step, addr, serverName string, startTLS bool, err error) *Ste
 	case errors.As(err, &ci):
 		se.operator = true
 		se.Hint = "the server certificate is invalid (expired or not for TLS servers)"
-	case errors.As(err, &alert):
+	case strings.Contains(err.Error(), "protocol version not supported"):
+		// A remote alert arrives as an unexported type wrapped in *net.OpError: match its text.
+		se.operator = true
+		se.Hint = "the server does not offer TLS 1.2 or newer, which smtpout requires: upgrade the server's TLS"
+	case errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls:"):
 		se.operator = true
 		se.Hint = "the server refused the TLS handshake (protocol version or cipher mismatch?)"
 	case timeout(err) && !startTLS:
