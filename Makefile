@@ -47,6 +47,10 @@ fuzz:
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
+# 20,000 records with faults in 5% of transactions, reported (not part of make test).
+soak:
+	SMTPOUT_SOAK=1 $(GO) test -count=1 -run '^TestSoak$$' -timeout 10m -v ./test
+
 clean:
 	rm -f smtpout.so smtpout.h smtpout
 	rm -rf $(BIN)

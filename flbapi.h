@@ -1,7 +1,7 @@
 /*
  * The parts of Fluent Bit's ABI a Go output plugin sees, declared in full so the plugin can
- * reach the logger (and later cmetrics) that fluent-bit-go does not expose. x86-64 layouts,
- * checked against Fluent Bit v4.2.8:
+ * reach the logger (log.go) and cmetrics (metrics.go) that fluent-bit-go does not expose.
+ * x86-64 layouts, checked against Fluent Bit v4.2.8:
  *
  *   struct flb_api              include/fluent-bit/flb_api.h (custom_* appended in later
  *                               releases; we only use fields before them)

@@ -34,8 +34,9 @@ var instanceCount atomic.Int64
 
 // instance is what FLBPluginSetContext stores for one [OUTPUT] section.
 type instance struct {
-	run *pipeline.Instance
-	log pipeline.Logger
+	run     *pipeline.Instance
+	log     pipeline.Logger
+	metrics *cmtMetrics // nil when the host offers no cmetrics
 }
 
 // initGetter reads configuration keys through Fluent Bit during FLBPluginInit only: the
@@ -107,7 +108,8 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 	if run == nil {
 		return flb.FLB_ERROR
 	}
-	flb.FLBPluginSetContext(plugin, &instance{run: run, log: log})
+	m := openMetrics(p.api, p.o_ins, name, log)
+	flb.FLBPluginSetContext(plugin, &instance{run: run, log: log, metrics: m})
 	return flb.FLB_OK
 }
 
@@ -139,7 +141,8 @@ func FLBPluginFlushCtx(ctx, data unsafe.Pointer, length C.size_t, tag *C.char) (
 		buf = make([]byte, int(length))
 		copy(buf, unsafe.Slice((*byte)(data), int(length)))
 	}
-	code, _ := in.run.Flush(t, buf)
+	code, st := in.run.Flush(t, buf)
+	in.metrics.record(st, in.run.Dials())
 	return C.int(code)
 }
 
@@ -158,6 +161,7 @@ func FLBPluginExitCtx(ctx unsafe.Pointer) (rc C.int) {
 		}
 	}()
 	_ = in.run.Close() // Close logs its own problems
+	in.metrics.close()
 	return flb.FLB_OK
 }
 

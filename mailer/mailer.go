@@ -75,6 +75,9 @@ type Result struct {
 	// Ambiguous: the connection was lost after the whole message was sent and before the
 	// server's reply, so it may have been stored. Outcome is Retry.
 	Ambiguous bool
+	// Elapsed is how long the message took on the wire: from taking its connection (dialling
+	// one when needed) to the server's final reply.
+	Elapsed time.Duration
 }
 
 // Option changes how a Mailer works.
@@ -352,6 +355,8 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 // before anything was accepted is replaced and the message sent once more. setupErr is set when
 // no connection could be opened: the worker then stops.
 func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool, msg *Message) (res Result, setupErr error) {
+	start := time.Now()
+	defer func() { res.Elapsed = time.Since(start) }()
 	drop := func() {
 		if *unwatch != nil {
 			(*unwatch)()

@@ -54,13 +54,19 @@ func (s *session) watch(ctx context.Context) (stop func() bool) {
 func (s *session) text() *textproto.Conn { return s.client.Text }
 
 // dial opens, secures and authenticates a new connection. On error nothing stays open.
-func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
+func (m *Mailer) dial(ctx context.Context) (_ *session, err error) { return m.open(ctx, nil) }
+
+// open is dial, noting in pr (when not nil) what each step learnt as it completes: Probe
+// uses it, so a probe runs exactly the code that sending runs.
+func (m *Mailer) open(ctx context.Context, pr *ProbeResult) (_ *session, err error) {
 	addr := m.addr
 	d := net.Dialer{Timeout: m.timeout}
+	start := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &StepError{Step: StepDial, Addr: addr, Err: ctxError(ctx, err)}
 	}
+	pr.connected(raw, time.Since(start))
 	s := &session{m: m, raw: raw}
 	stop := s.watch(ctx)
 	defer stop()
@@ -80,6 +86,7 @@ func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
 			return nil, tlsError(StepTLS, addr, m.tlsConfig.ServerName, false, ctxError(ctx, err))
 		}
 		conn = tc
+		pr.secured(StepTLS, tc.ConnectionState())
 	}
 
 	if err := s.deadline(ctx); err != nil {
@@ -91,6 +98,7 @@ func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
 		return nil, greetingError(addr, m.startTLS, ctxError(ctx, err))
 	}
 	s.client = c
+	pr.step(StepGreeting)
 
 	if err := s.deadline(ctx); err != nil {
 		return nil, &StepError{Step: StepEHLO, Addr: addr, Err: err}
@@ -98,6 +106,7 @@ func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
 	if err := c.Hello(m.helo); err != nil {
 		return nil, replyError(StepEHLO, addr, ctxError(ctx, err))
 	}
+	pr.greeted(c)
 
 	if m.startTLS {
 		if ok, _ := c.Extension("STARTTLS"); !ok {
@@ -116,12 +125,18 @@ func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
 			}
 			return nil, replyError(StepSTARTTLS, addr, err)
 		}
+		if st, ok := c.TLSConnectionState(); ok {
+			pr.secured(StepSTARTTLS, st)
+		}
+		pr.greeted(c) // the EHLO after STARTTLS
 	}
 
 	if m.username != "" {
+		pr.authenticating(m.authLogin)
 		if err := s.auth(ctx); err != nil {
 			return nil, err
 		}
+		pr.step(StepAUTH)
 	}
 
 	s.pipelining, _ = c.Extension("PIPELINING")

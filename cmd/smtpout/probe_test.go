@@ -67,28 +67,28 @@ func TestProbe(t *testing.T) {
 			"auth offers: none offered", "auth:        not configured", "OK smtp.0",
 		}},
 		{"wrong password", outputConf(implicit.Addr, with(trust, []string{"username alerts", "password not-the-password"})...), 1, []string{
-			"FAILED smtp.0: auth: 535", "hint: the server refused the credentials: check username and password",
+			"FAILED smtp.0: smtp AUTH " + implicit.Addr + ": 535 5.7.8", "hint: authentication failed: check username/password",
 		}},
 		{"credentials but the server offers no AUTH", outputConf(noAuth.Addr, with(trust, creds)...), 1, []string{
-			"FAILED smtp.0: auth: the server offers no AUTH", "hint: username is set, so the plugin requires AUTH",
+			"FAILED smtp.0: smtp AUTH " + noAuth.Addr + ": server offers no AUTH", "hint: username is set but the server does not offer authentication",
 		}},
 		{"untrusted certificate", outputConf(implicit.Addr, "tls_ca_file "+other.CAFile, "tls_server_name localhost"), 1, []string{
-			"FAILED smtp.0: tls: ", "hint: the server's certificate is signed by an authority this machine does not trust: set tls_ca_file",
+			"FAILED smtp.0: smtp TLS " + implicit.Addr + ": ", "hint: the server certificate is signed by an unknown authority: set tls_ca_file",
 		}},
 		{"wrong name", outputConf(implicit.Addr, "tls_ca_file "+cert.CAFile, "tls_server_name mail.example.org"), 1, []string{
-			"FAILED smtp.0: tls: ", `hint: the certificate is not valid for "mail.example.org"`,
+			"FAILED smtp.0: smtp TLS ", `hint: the server certificate is not valid for "mail.example.org": set tls_server_name`,
 		}},
 		{"implicit TLS to a STARTTLS port", outputConf(starttls.Addr, trust...), 1, []string{
-			"FAILED smtp.0: tls: ", "hint: the server speaks plain SMTP on this port: it expects STARTTLS; set is_starttls true",
+			"FAILED smtp.0: smtp TLS ", "hint: the server speaks plaintext SMTP first: set is_starttls true",
 		}},
 		{"STARTTLS to an implicit TLS port", outputConf(implicit.Addr, with(trust, []string{"is_starttls true", "timeout 1s"})...), 1, []string{
-			"FAILED smtp.0: greeting: ", "hint: no SMTP greeting: the port probably expects implicit TLS (465): set is_starttls false",
+			"FAILED smtp.0: smtp greeting ", "hint: no SMTP greeting: the port may expect implicit TLS; set is_starttls false",
 		}},
 		{"server without STARTTLS", outputConf(plain.Addr, with(trust, []string{"is_starttls true"})...), 1, []string{
-			"FAILED smtp.0: starttls: the server does not offer STARTTLS", "hint: the plugin never sends without TLS",
+			"FAILED smtp.0: smtp STARTTLS " + plain.Addr + ": server does not offer STARTTLS", "hint: is_starttls is true and TLS is mandatory",
 		}},
 		{"nothing listening", outputConf(closed, trust...), 1, []string{
-			"FAILED smtp.0: connect: ", "hint: nothing listens on " + closed,
+			"FAILED smtp.0: smtp dial " + closed + ": ", "hint: nothing listens on " + closed,
 		}},
 		{"invalid configuration", outputConf(implicit.Addr, "is_starttls perhaps"), 1, []string{
 			"FAILED smtp.0: invalid configuration", `is_starttls: "perhaps": is not a boolean`,

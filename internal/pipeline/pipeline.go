@@ -17,6 +17,7 @@ import (
 
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/internal/deadletter"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
 )
@@ -49,12 +50,18 @@ type Options struct {
 	LedgerSize int
 	// RepeatWindow holds back identical warning and error lines (DefaultRepeatWindow).
 	RepeatWindow time.Duration
-	// Now is the clock for RepeatWindow (time.Now).
+	// Now is the clock for RepeatWindow and the storm guard (time.Now).
 	Now func() time.Time
+	// MaxEmailsPerMinute turns on the storm guard (guard.go): at most this many emails per
+	// minute; 0 is off. Open sets it from max_emails_per_minute.
+	MaxEmailsPerMinute int
+	// DeadLetters keeps permanently rejected and unrenderable records (deadletter.go); nil is
+	// off. Open sets it from dead_letter_dir.
+	DeadLetters *deadletter.Writer
 }
 
 // Stats counts what flushes did. Every record handed to Flush ends in exactly one of
-// Delivered, Rejected, Retried, Skipped, Duplicates or Dropped; Malformed counts chunk
+// Delivered, Rejected, Retried, Held, Skipped, Duplicates or Dropped; Malformed counts chunk
 // entries that were not records.
 type Stats struct {
 	Records    int // records decoded from the chunk
@@ -67,8 +74,14 @@ type Stats struct {
 	Malformed  int // chunk entries that could not be decoded
 	// RecipientsRejected counts single recipients refused with 5xx on delivered emails.
 	RecipientsRejected int
-	// Bytes is the size of the messages handed to the server, delivered or not.
+	// Bytes is the size of the emails the server accepted (Delivered), as sent.
 	Bytes int
+	// Held counts records the storm guard kept back for a later retry (max_emails_per_minute).
+	Held int
+	// Latencies are the delivery times of this flush's delivered emails, as the Sender timed
+	// them (mailer.Result.Elapsed; untimed results are left out). Per flush only: Total
+	// leaves it empty.
+	Latencies []time.Duration
 }
 
 func (s *Stats) add(o Stats) {
@@ -82,6 +95,7 @@ func (s *Stats) add(o Stats) {
 	s.Malformed += o.Malformed
 	s.RecipientsRejected += o.RecipientsRejected
 	s.Bytes += o.Bytes
+	s.Held += o.Held
 }
 
 // Instance is one running smtp output. Flush is safe for concurrent use (Fluent Bit's
@@ -92,6 +106,8 @@ type Instance struct {
 	log    Logger
 	ledger *Ledger
 	quiet  *repeats
+	guard  *guard             // nil when the storm guard is off
+	dead   *deadletter.Writer // nil without dead_letter_dir
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -118,6 +134,8 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		log:    log,
 		ledger: NewLedger(opt.LedgerSize),
 		quiet:  newRepeats(opt.RepeatWindow, opt.Now),
+		guard:  newGuard(opt.MaxEmailsPerMinute, opt.Now),
+		dead:   opt.DeadLetters,
 		ctx:    ctx,
 		cancel: cancel,
 	}
@@ -150,9 +168,21 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 		log.Log(LevelError, "not started: "+err.Error())
 		return nil
 	}
+	if opt.MaxEmailsPerMinute == 0 {
+		opt.MaxEmailsPerMinute = cfg.MaxEmailsPerMinute
+	}
+	if opt.DeadLetters == nil {
+		var ok bool
+		if opt.DeadLetters, ok = openDeadLetters(cfg, log); !ok {
+			return nil
+		}
+	}
 	log.Log(LevelInfo, "started: "+EffectiveConfig(cfg))
 	for _, w := range cfg.Warnings {
 		log.Log(LevelWarn, w)
+	}
+	if opt.MaxEmailsPerMinute > 0 {
+		log.Log(LevelInfo, guardNotice(opt.MaxEmailsPerMinute))
 	}
 	return NewInstance(r, m, log, opt)
 }
@@ -220,6 +250,7 @@ func EffectiveConfig(cfg config.Config) string {
 	kv("helo_name", cfg.HeloName)
 	kv("json_date_key", cfg.JSONDateKey)
 	kv("max_connections", fmt.Sprint(cfg.MaxConnections))
+	kv("max_emails_per_minute", fmt.Sprint(cfg.MaxEmailsPerMinute))
 	return b.String()
 }
 
@@ -246,10 +277,20 @@ func (in *Instance) Total() Stats {
 	return in.total
 }
 
+// Dials returns how many SMTP connections the Sender has opened so far (0 when it does not
+// count them), for the connections_opened_total metric.
+func (in *Instance) Dials() int64 {
+	if d, ok := in.send.(interface{ Dials() int64 }); ok {
+		return d.Dials()
+	}
+	return 0
+}
+
 // pending is one record of a chunk on its way to the server.
 type pending struct {
 	email *output.Email
-	entry int // index of the record in the chunk, counting records only
+	entry int       // index of the record in the chunk, counting records only
+	at    time.Time // the record's timestamp
 }
 
 // Flush delivers every record of one chunk and returns the Fluent Bit code: FLBRetry when
@@ -277,16 +318,27 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}()
 
 	batch, retry := in.collect(tag, data, &st)
+	var booked int64 // the storm guard's second for this batch
+	if len(batch) > 0 && in.guard != nil {
+		n := len(batch)
+		if batch, booked = in.hold(tag, batch, &st); len(batch) < n {
+			retry = true
+		}
+	}
 	if len(batch) > 0 {
+		retried := st.Retried
 		if in.sendBatch(tag, batch, &st) {
 			retry = true
+		}
+		if in.guard != nil {
+			in.guard.refund(booked, st.Retried-retried) // not taken by the server: not counted
 		}
 	}
 	if in.log.Enabled(LevelDebug) {
 		in.log.Log(LevelDebug, fmt.Sprintf(
-			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d",
+			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d held=%d",
 			tag, len(data), st.Records, st.Delivered, st.Rejected, st.Retried, st.Skipped,
-			st.Duplicates, st.Dropped, st.Malformed))
+			st.Duplicates, st.Dropped, st.Malformed, st.Held))
 	}
 	if retry {
 		return FLBRetry, st
@@ -328,6 +380,7 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			in.log.Log(LevelError, fmt.Sprintf(
 				"dropping record %d of tag %q (time %s, %d fields): it cannot be rendered: %v",
 				idx, tag, e.Time.UTC().Format(time.RFC3339Nano), len(e.Record), err))
+			in.deadLetterRecord(tag, idx, e.Time, e.Record, err)
 			continue
 		}
 		if seen[email.MessageID] {
@@ -351,7 +404,7 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			busy++
 			retry = true
 		case Claimed:
-			batch = append(batch, pending{email: email, entry: idx})
+			batch = append(batch, pending{email: email, entry: idx, at: e.Time})
 		}
 	}
 	if busy > 0 {
@@ -366,7 +419,6 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 	msgs := make([]mailer.Message, len(batch))
 	for i, p := range batch {
 		msgs[i] = mailer.Message{ID: p.email.MessageID, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
-		st.Bytes += len(p.email.Data)
 	}
 	resolved := make([]bool, len(batch))
 	defer func() {
@@ -394,6 +446,10 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 		case mailer.Delivered:
 			in.ledger.Settle(id)
 			st.Delivered++
+			st.Bytes += len(p.email.Data)
+			if res.Elapsed > 0 {
+				st.Latencies = append(st.Latencies, res.Elapsed)
+			}
 			for _, r := range res.Rejected {
 				st.RecipientsRejected++
 				in.log.Log(LevelError, fmt.Sprintf(
@@ -404,6 +460,7 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 			in.ledger.Settle(id) // never resent: 5xx is permanent
 			st.Rejected++
 			in.logRejected(tag, p, res)
+			in.deadLetterRejected(tag, p, res)
 		default: // mailer.Retry and anything unknown
 			in.ledger.Release(id)
 			st.Retried++

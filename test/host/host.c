@@ -31,12 +31,22 @@
  *   preexit                 FLBPluginOutputPreExit(0) when exported     -> "preexit -> ok|absent"
  *   unregister              FLBPluginUnregister(def)                    -> "unregister -> ok"
  *   echo TEXT               -> "TEXT" (a synchronisation point)
+ *   cmetrics on|off         whether output_get_cmt_instance gives each instance a (fake) cmetrics
+ *                           context; off by default, as for a host without metrics  -> "ok"
+ *   metrics                 every series the plugin created in the cmetrics stub, in creation
+ *                           order: "metrics -> NAME{name="LABEL"}=VALUE ..." (a histogram as
+ *                           NAME_count and NAME_sum); " error=..." ends it if the plugin broke
+ *                           the cmetrics calling convention
+ *   stats                   SmtpoutRuntimeStats when exported          -> "stats -> k=v ..."|"stats -> absent"
+ *   rusage                  this process's CPU time and peak RSS       -> "rusage -> utime_us=.. stime_us=.. maxrss_kb=.."
+ *   bench I TAG PATH F T    F flushes of the file's bytes from T threads at once, flush k with the
+ *                           tag "TAG.k" (distinct Message-IDs)         -> "bench I -> flushes=F ok=.. retry=.. error=.. ns=.. utime_us=.. stime_us=.."
  *   quit                    leave (also at end of input)
  * Blank lines and lines starting with '#' are ignored and answered with nothing. An unusable
  * command is answered with "error: ..." and the host goes on.
  *
  * Build: gcc -O1 -g -Wall -rdynamic -o host host.c -ldl -lpthread
- * (-rdynamic lets a later stub of cmetrics, exported from this binary, be found with
+ * (-rdynamic lets the stub of cmetrics, exported from this binary, be found with
  * dlsym(RTLD_DEFAULT, ...) as the plugin would find Fluent Bit's own.)
  */
 #define _GNU_SOURCE
@@ -49,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 /* ---- Fluent Bit structures (x86-64 layouts) ---------------------------------------------- */
@@ -137,6 +148,7 @@ static void *so;
 static int (*fn_register)(void *);
 static int (*fn_unregister)(void *);
 static int (*fn_preexit)(int);
+static int (*fn_stats)(char *, int); /* SmtpoutRuntimeStats: optional, not a Fluent Bit export */
 
 static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -170,11 +182,204 @@ static int host_output_log_check(void *o_ins, int level)
     return level <= ins->log_level;
 }
 
-/* The cmetrics context: none, so the plugin must leave its metrics off. */
+/* ---- a stub of cmetrics ------------------------------------------------------------------- */
+
+/* The functions below have the names and signatures of Fluent Bit's lib/cmetrics
+ * (include/cmetrics/cmt_counter.h, cmt_histogram.h) and are exported (-rdynamic), so the plugin
+ * finds them with dlsym(RTLD_DEFAULT, ...) as it finds Fluent Bit's. They record values per
+ * metric and label for the "metrics" command, and note any call that breaks the convention. */
+
+#define MAX_METRICS 128
+#define MAX_SERIES 512
+
+struct stub_metric {
+    int histogram;
+    void *cmt;
+    char fqname[256];
+    size_t nbuckets;
+};
+
+struct stub_series {
+    struct stub_metric *metric;
+    char label[128];
+    double value; /* counter */
+    double sum;   /* histogram */
+    uint64_t count;
+};
+
+struct stub_buckets {
+    size_t count;
+    double *upper_bounds;
+};
+
+static pthread_mutex_t stub_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct stub_metric stub_metrics[MAX_METRICS];
+static int stub_nmetrics;
+static struct stub_series stub_series[MAX_SERIES];
+static int stub_nseries;
+static char stub_error[256];
+static int cmetrics_on;
+static char fake_cmt[MAX_INSTANCES]; /* one fake struct cmt per instance: only addresses matter */
+
+void *cmt_counter_create(void *cmt, char *ns, char *subsystem, char *name, char *help,
+                         int label_count, char **label_keys);
+int cmt_counter_add(void *counter, uint64_t timestamp, double val, int labels_count,
+                    char **label_vals);
+void *cmt_histogram_buckets_create_size(double *bkts, size_t count);
+void *cmt_histogram_create(void *cmt, char *ns, char *subsystem, char *name, char *help,
+                           void *buckets, int label_count, char **label_keys);
+int cmt_histogram_observe(void *histogram, uint64_t timestamp, double val, int labels_count,
+                          char **label_vals);
+
+/* stub_fail notes the first broken convention (the caller holds stub_mutex). */
+static void stub_fail(const char *what, const char *name)
+{
+    if (stub_error[0] == '\0') {
+        snprintf(stub_error, sizeof(stub_error), "%s(%s)", what, name ? name : "?");
+    }
+}
+
+static void *stub_create(int histogram, void *cmt, char *ns, char *subsystem, char *name,
+                         char *help, size_t nbuckets, int label_count, char **label_keys)
+{
+    struct stub_metric *m = NULL;
+    char *c = cmt;
+
+    pthread_mutex_lock(&stub_mutex);
+    if (c < fake_cmt || c >= fake_cmt + MAX_INSTANCES) {
+        stub_fail("create: not a cmt from output_get_cmt_instance", name);
+    }
+    else if (ns == NULL || subsystem == NULL || name == NULL || help == NULL || help[0] == '\0') {
+        stub_fail("create: missing namespace, subsystem, name or help", name);
+    }
+    else if (label_count != 1 || label_keys == NULL || strcmp(label_keys[0], "name") != 0) {
+        stub_fail("create: want the one label key \"name\"", name);
+    }
+    else if (stub_nmetrics < MAX_METRICS) {
+        m = &stub_metrics[stub_nmetrics++];
+        m->histogram = histogram;
+        m->cmt = cmt;
+        m->nbuckets = nbuckets;
+        snprintf(m->fqname, sizeof(m->fqname), "%s_%s_%s", ns, subsystem, name);
+    }
+    pthread_mutex_unlock(&stub_mutex);
+    return m;
+}
+
+/* stub_series_of finds or creates the series of m for the label (caller holds stub_mutex). */
+static struct stub_series *stub_series_of(void *metric, int histogram, uint64_t timestamp,
+                                          int labels_count, char **label_vals, const char *what)
+{
+    struct stub_metric *m = metric;
+    int i;
+
+    if (m < stub_metrics || m >= stub_metrics + stub_nmetrics || m->histogram != histogram) {
+        stub_fail(what, "not a metric the stub created");
+        return NULL;
+    }
+    if (labels_count != 1 || label_vals == NULL || label_vals[0] == NULL) {
+        stub_fail(what, m->fqname);
+        return NULL;
+    }
+    if (timestamp < 1000000000ULL * 1000000000ULL) { /* before 2001: not nanoseconds */
+        stub_fail("timestamp not in nanoseconds", m->fqname);
+    }
+    for (i = 0; i < stub_nseries; i++) {
+        if (stub_series[i].metric == m && strcmp(stub_series[i].label, label_vals[0]) == 0) {
+            return &stub_series[i];
+        }
+    }
+    if (stub_nseries >= MAX_SERIES) {
+        stub_fail("too many series", m->fqname);
+        return NULL;
+    }
+    stub_series[stub_nseries].metric = m;
+    snprintf(stub_series[stub_nseries].label, sizeof(stub_series[stub_nseries].label), "%s", label_vals[0]);
+    return &stub_series[stub_nseries++];
+}
+
+void *cmt_counter_create(void *cmt, char *ns, char *subsystem, char *name, char *help,
+                         int label_count, char **label_keys)
+{
+    return stub_create(0, cmt, ns, subsystem, name, help, 0, label_count, label_keys);
+}
+
+int cmt_counter_add(void *counter, uint64_t timestamp, double val, int labels_count,
+                    char **label_vals)
+{
+    struct stub_series *s;
+
+    pthread_mutex_lock(&stub_mutex);
+    s = stub_series_of(counter, 0, timestamp, labels_count, label_vals, "cmt_counter_add");
+    if (s != NULL && val < 0) {
+        stub_fail("cmt_counter_add: negative value", s->metric->fqname);
+    }
+    if (s != NULL) {
+        s->value += val;
+    }
+    pthread_mutex_unlock(&stub_mutex);
+    return s != NULL ? 0 : -1;
+}
+
+void *cmt_histogram_buckets_create_size(double *bkts, size_t count)
+{
+    struct stub_buckets *b;
+    size_t i;
+
+    if (bkts == NULL || count < 1) {
+        return NULL;
+    }
+    b = calloc(1, sizeof(*b));
+    b->count = count;
+    b->upper_bounds = calloc(count, sizeof(double));
+    for (i = 0; i < count; i++) {
+        b->upper_bounds[i] = bkts[i]; /* copied, as cmetrics does */
+        if (i > 0 && bkts[i] <= bkts[i - 1]) {
+            pthread_mutex_lock(&stub_mutex);
+            stub_fail("buckets not increasing", "cmt_histogram_buckets_create_size");
+            pthread_mutex_unlock(&stub_mutex);
+        }
+    }
+    return b;
+}
+
+void *cmt_histogram_create(void *cmt, char *ns, char *subsystem, char *name, char *help,
+                           void *buckets, int label_count, char **label_keys)
+{
+    struct stub_buckets *b = buckets;
+
+    if (b == NULL) {
+        return NULL;
+    }
+    /* The histogram owns its buckets (the stub only keeps their number). */
+    return stub_create(1, cmt, ns, subsystem, name, help, b->count, label_count, label_keys);
+}
+
+int cmt_histogram_observe(void *histogram, uint64_t timestamp, double val, int labels_count,
+                          char **label_vals)
+{
+    struct stub_series *s;
+
+    pthread_mutex_lock(&stub_mutex);
+    s = stub_series_of(histogram, 1, timestamp, labels_count, label_vals, "cmt_histogram_observe");
+    if (s != NULL) {
+        s->sum += val;
+        s->count++;
+    }
+    pthread_mutex_unlock(&stub_mutex);
+    return s != NULL ? 0 : -1;
+}
+
+/* flb_output_get_cmt_instance: the instance's cmetrics context, or NULL (metrics off) until
+ * the script says "cmetrics on". */
 static void *host_output_get_cmt_instance(void *o_ins)
 {
-    (void) o_ins;
-    return NULL;
+    struct instance *ins = o_ins;
+
+    if (!cmetrics_on || ins == NULL) {
+        return NULL;
+    }
+    return &fake_cmt[ins->id];
 }
 
 /* flb_log_print: "[2026/11/27 10:00:00.123456789] [ info] message" on stderr. */
@@ -358,11 +563,18 @@ static void *job_main(void *arg)
 static int start_job(enum job_kind kind, struct instance *ins, const char *tag, const char *path)
 {
     struct job *j;
+    int id;
 
-    if (njobs >= MAX_JOBS) {
+    /* A joined job's slot is reused, so a long run (the soak test) never runs out. */
+    for (id = 0; id < njobs; id++) {
+        if (!jobs[id].used || jobs[id].joined) {
+            break;
+        }
+    }
+    if (id == MAX_JOBS) {
         return -1;
     }
-    j = &jobs[njobs];
+    j = &jobs[id];
     memset(j, 0, sizeof(*j));
     j->used = 1;
     j->kind = kind;
@@ -378,7 +590,10 @@ static int start_job(enum job_kind kind, struct instance *ins, const char *tag, 
         j->used = 0;
         return -1;
     }
-    return njobs++;
+    if (id == njobs) {
+        njobs++;
+    }
+    return id;
 }
 
 static int join_job(int id)
@@ -451,6 +666,7 @@ static void cmd_load(char *rest)
     fn_register = (int (*)(void *)) dlsym(so, "FLBPluginRegister");
     fn_unregister = (int (*)(void *)) dlsym(so, "FLBPluginUnregister");
     fn_preexit = (int (*)(int)) dlsym(so, "FLBPluginOutputPreExit");
+    fn_stats = (int (*)(char *, int)) dlsym(so, "SmtpoutRuntimeStats");
     /* proxy_go_output_register: FLBPluginInit is required, the rest optional. */
     plugin.cb_init = (int (*)(struct flbgo_output_plugin *)) dlsym(so, "FLBPluginInit");
     plugin.cb_flush = (int (*)(const void *, size_t, const char *)) dlsym(so, "FLBPluginFlush");
@@ -692,6 +908,49 @@ static void cmd_preexit(void)
     reply("preexit -> ok");
 }
 
+static void cmd_cmetrics(char *rest)
+{
+    char *w = next_word(&rest);
+
+    if (w == NULL || (strcmp(w, "on") != 0 && strcmp(w, "off") != 0)) {
+        reply("error: cmetrics on|off");
+        return;
+    }
+    cmetrics_on = strcmp(w, "on") == 0;
+    reply("ok");
+}
+
+static void cmd_metrics(void)
+{
+    size_t cap = 64 * 1024, n = 0;
+    char *buf = malloc(cap);
+    int i;
+
+    if (buf == NULL) {
+        reply("error: out of memory");
+        return;
+    }
+    pthread_mutex_lock(&stub_mutex);
+    n += snprintf(buf + n, cap - n, "metrics ->");
+    for (i = 0; i < stub_nseries && n < cap; i++) {
+        struct stub_series *s = &stub_series[i];
+        if (s->metric->histogram) {
+            n += snprintf(buf + n, cap - n, " %s_count{name=\"%s\"}=%llu %s_sum{name=\"%s\"}=%.9g",
+                          s->metric->fqname, s->label, (unsigned long long) s->count,
+                          s->metric->fqname, s->label, s->sum);
+        }
+        else {
+            n += snprintf(buf + n, cap - n, " %s{name=\"%s\"}=%.15g", s->metric->fqname, s->label, s->value);
+        }
+    }
+    if (stub_error[0] != '\0' && n < cap) {
+        snprintf(buf + n, cap - n, " error=%s", stub_error);
+    }
+    pthread_mutex_unlock(&stub_mutex);
+    reply("%s", buf);
+    free(buf);
+}
+
 static void cmd_unregister(void)
 {
     if (fn_unregister == NULL) {
@@ -700,6 +959,135 @@ static void cmd_unregister(void)
     }
     fn_unregister(&def);
     reply("unregister -> ok");
+}
+
+/* ---- measurement: runtime stats, rusage, and the bench tool's flush loop ------------------- */
+
+static void cmd_stats(void)
+{
+    char buf[1024];
+
+    if (fn_stats == NULL) {
+        reply("stats -> absent");
+        return;
+    }
+    if (fn_stats(buf, (int) sizeof(buf)) < 0) {
+        reply("error: SmtpoutRuntimeStats failed");
+        return;
+    }
+    reply("stats -> %s", buf);
+}
+
+static long long tv_us(struct timeval tv)
+{
+    return (long long) tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void cmd_rusage(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    reply("rusage -> utime_us=%lld stime_us=%lld maxrss_kb=%ld",
+          tv_us(ru.ru_utime), tv_us(ru.ru_stime), ru.ru_maxrss);
+}
+
+#define MAX_BENCH_THREADS 64
+
+struct bench_run {
+    struct instance *ins;
+    const char *tag;
+    const char *data;
+    size_t size;
+    int flushes;
+    pthread_mutex_t mutex;
+    int next;
+    int ok, retry, error;
+};
+
+/* bench_main flushes the shared chunk until the run's flush count is used up. Fluent Bit hands
+ * its chunk buffer read-only too; each call gets its own NUL-terminated tag. */
+static void *bench_main(void *arg)
+{
+    struct bench_run *b = arg;
+    char tag[512];
+    int k, rc;
+
+    for (;;) {
+        pthread_mutex_lock(&b->mutex);
+        k = b->next < b->flushes ? b->next++ : -1;
+        pthread_mutex_unlock(&b->mutex);
+        if (k < 0) {
+            return NULL;
+        }
+        snprintf(tag, sizeof(tag), "%s.%d", b->tag, k);
+        if (plugin.cb_flush_ctx) {
+            rc = plugin.cb_flush_ctx(b->ins->context.remote_context, b->data, b->size, tag);
+        }
+        else {
+            rc = plugin.cb_flush(b->data, b->size, tag);
+        }
+        pthread_mutex_lock(&b->mutex);
+        if (rc == 1) b->ok++;
+        else if (rc == 2) b->retry++;
+        else b->error++;
+        pthread_mutex_unlock(&b->mutex);
+    }
+}
+
+static void cmd_bench(char *rest)
+{
+    char *tag, *path;
+    struct instance *ins = flush_args(&rest, &tag, &path);
+    char *fw = next_word(&rest);
+    char *tw = next_word(&rest);
+    pthread_t threads[MAX_BENCH_THREADS];
+    struct bench_run b;
+    struct timespec t0, t1;
+    struct rusage r0, r1;
+    char *data;
+    size_t size;
+    int nthreads, started = 0, i;
+
+    if (ins == NULL || fw == NULL || tw == NULL || atoi(fw) < 1 ||
+        (nthreads = atoi(tw)) < 1 || nthreads > MAX_BENCH_THREADS || strlen(tag) > 400) {
+        reply("error: bench I TAG PATH FLUSHES THREADS (instance must exist, 1..%d threads)",
+              MAX_BENCH_THREADS);
+        return;
+    }
+    if (read_file(path, &data, &size) != 0) {
+        reply("error: cannot read %s: %s", path, strerror(errno));
+        return;
+    }
+    memset(&b, 0, sizeof(b));
+    b.ins = ins;
+    b.tag = tag;
+    b.data = data;
+    b.size = size;
+    b.flushes = atoi(fw);
+    pthread_mutex_init(&b.mutex, NULL);
+    getrusage(RUSAGE_SELF, &r0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (i = 0; i < nthreads; i++) {
+        if (pthread_create(&threads[i], NULL, bench_main, &b) == 0) {
+            started++;
+        }
+    }
+    for (i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    getrusage(RUSAGE_SELF, &r1);
+    pthread_mutex_destroy(&b.mutex);
+    free(data);
+    if (started == 0) {
+        reply("error: cannot start a thread");
+        return;
+    }
+    reply("bench %d -> flushes=%d ok=%d retry=%d error=%d ns=%lld utime_us=%lld stime_us=%lld",
+          ins->id, b.flushes, b.ok, b.retry, b.error,
+          (long long) (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec),
+          tv_us(r1.ru_utime) - tv_us(r0.ru_utime), tv_us(r1.ru_stime) - tv_us(r0.ru_stime));
 }
 
 int main(int argc, char **argv)
@@ -749,6 +1137,11 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "exit") == 0) cmd_exit(rest);
         else if (strcmp(cmd, "preexit") == 0) cmd_preexit();
         else if (strcmp(cmd, "unregister") == 0) cmd_unregister();
+        else if (strcmp(cmd, "stats") == 0) cmd_stats();
+        else if (strcmp(cmd, "rusage") == 0) cmd_rusage();
+        else if (strcmp(cmd, "bench") == 0) cmd_bench(rest);
+        else if (strcmp(cmd, "cmetrics") == 0) cmd_cmetrics(rest);
+        else if (strcmp(cmd, "metrics") == 0) cmd_metrics();
         else if (strcmp(cmd, "echo") == 0) {
             while (*rest == ' ') rest++;
             reply("%s", rest);

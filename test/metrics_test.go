@@ -1,0 +1,315 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpout/smtpout/internal/mailpit"
+	"github.com/smtpout/smtpout/internal/testcert"
+)
+
+// metricNames are the counters every instance creates, without the fluentbit_smtp_ prefix.
+var metricNames = []string{
+	"emails_delivered_total", "emails_rejected_total", "emails_retried_total",
+	"recipients_rejected_total", "bytes_sent_total", "emails_held_total",
+	"records_dropped_total", "connections_opened_total",
+}
+
+// Metrics returns the host's cmetrics stub values, keyed `fluentbit_smtp_X{name="smtp.N"}`
+// (a histogram as X_count and X_sum). It fails the test when the plugin broke the cmetrics
+// calling convention.
+func (h *Host) Metrics() map[string]float64 {
+	h.t.Helper()
+	r := h.Do("metrics")
+	rest, ok := strings.CutPrefix(r, "metrics ->")
+	if !ok {
+		h.t.Fatalf("metrics reply %q", r)
+	}
+	out := make(map[string]float64)
+	for _, f := range strings.Fields(rest) {
+		if e, ok := strings.CutPrefix(f, "error="); ok {
+			h.t.Fatalf("the plugin broke the cmetrics convention: %s", e)
+		}
+		k, v, ok := strings.Cut(f, "}=")
+		if !ok {
+			h.t.Fatalf("metrics reply %q: bad field %q", r, f)
+		}
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			h.t.Fatalf("metrics reply %q: %v", r, err)
+		}
+		out[k+"}"] = n
+	}
+	return out
+}
+
+// series returns instance name's values of metricNames plus delivery_seconds_count (-1
+// when absent), keyed by the short name.
+func series(m map[string]float64, name string) map[string]float64 {
+	out := make(map[string]float64)
+	for _, n := range append(append([]string{}, metricNames...), "delivery_seconds_count", "delivery_seconds_sum") {
+		v, ok := m[fmt.Sprintf(`fluentbit_smtp_%s{name="%s"}`, n, name)]
+		if !ok {
+			v = -1
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// TestMetricsThroughCmetrics: three instances of one host with cmetrics, one delivering
+// (with one recipient refused), one whose every email is rejected, one whose server is down.
+// Each instance's counters say exactly that, under its own label.
+func TestMetricsThroughCmetrics(t *testing.T) {
+	cert := testcert.New(t)
+	mp := mailpit.Start(t, mailpit.Options{TLS: mailpit.ImplicitTLS, CertFile: cert.CertFile, KeyFile: cert.KeyFile,
+		AllowedRecipients: "^ok"})
+	srv := &server{mp: mp, cert: cert}
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := down.Addr().String()
+	down.Close()
+
+	h := StartHost(t)
+	h.Expect("cmetrics on", "ok")
+	h.Configure(0, baseKeys(srv, "ok@example.com, refused@example.com"))
+	h.Configure(1, baseKeys(srv, "refused@example.com"))
+	keys := baseKeys(srv, "ok@example.com")
+	keys["dest_host"] = downAddr
+	h.Configure(2, keys)
+	for i := range 3 {
+		h.Expect(fmt.Sprintf("loglevel %d debug", i), "ok")
+		if rc := h.Init(i); rc != flbOK {
+			t.Fatalf("init %d = %d; log:\n%s", i, rc, h.Log())
+		}
+		if l := h.LogLines(fmt.Sprintf("[debug] [output:smtp:smtp.%d] metrics on: 8 counters and the fluentbit_smtp_delivery_seconds histogram", i)); len(l) != 1 {
+			t.Errorf("instance %d: want one 'metrics on' debug line; log:\n%s", i, h.Log())
+		}
+	}
+	// Every series exists at 0 before anything happened.
+	before := h.Metrics()
+	for i := range 3 {
+		got := series(before, fmt.Sprintf("smtp.%d", i))
+		for _, n := range metricNames {
+			if got[n] != 0 {
+				t.Errorf("smtp.%d %s = %v before any flush, want 0", i, n, got[n])
+			}
+		}
+	}
+
+	if rc := h.Flush(0, "app.ok", mixedChunk()); rc != flbOK { // 6 records and one malformed entry
+		t.Errorf("flush 0 = %d, want FLB_OK", rc)
+	}
+	if rc := h.Flush(1, "app.refused", numbered(10, 2)); rc != flbOK {
+		t.Errorf("flush 1 = %d, want FLB_OK (rejected emails are not retried)", rc)
+	}
+	if rc := h.Flush(2, "app.down", numbered(20, 4)); rc != flbRetry {
+		t.Errorf("flush 2 = %d, want FLB_RETRY", rc)
+	}
+	msgs := srv.waitMessages(t, 6)
+	var sent float64
+	for _, m := range msgs {
+		sent += float64(len(srv.raw(t, m.ID)))
+	}
+	// The chunk handed back after the retry: nothing new for instance 0's counters.
+	if rc := h.Flush(0, "app.ok", mixedChunk()); rc != flbOK {
+		t.Errorf("flush 0 again = %d, want FLB_OK", rc)
+	}
+
+	m := h.Metrics()
+	got := map[string]map[string]float64{}
+	for i := range 3 {
+		got[fmt.Sprintf("smtp.%d", i)] = series(m, fmt.Sprintf("smtp.%d", i))
+	}
+	// Values that depend on timing or on the pool are checked below, then fixed for the diff.
+	for name, s := range got {
+		if c := s["connections_opened_total"]; c < 1 || c > 4 {
+			t.Errorf("%s connections_opened_total = %v, want 1..4 (max_connections 4)", name, c)
+		}
+		s["connections_opened_total"] = 1
+	}
+	// mailpit stores what it got after a Return-Path and a Received header of its own (~180
+	// bytes): the counter is a little less than the stored size, never more.
+	if b := got["smtp.0"]["bytes_sent_total"]; b >= sent || b < sent-6*300 {
+		t.Errorf("smtp.0 bytes_sent_total = %v, want the %v bytes mailpit stored less its own headers (at most 300 per email)", b, sent)
+	}
+	got["smtp.0"]["bytes_sent_total"] = 1
+	if s := got["smtp.0"]["delivery_seconds_sum"]; s <= 0 || s > 60 {
+		t.Errorf("smtp.0 delivery_seconds_sum = %v, want > 0", s)
+	}
+	got["smtp.0"]["delivery_seconds_sum"] = 1
+	want := map[string]map[string]float64{
+		"smtp.0": {"emails_delivered_total": 6, "emails_rejected_total": 0, "emails_retried_total": 0,
+			"recipients_rejected_total": 6, "bytes_sent_total": 1, "emails_held_total": 0,
+			"records_dropped_total":    2, // one malformed entry per flush of the chunk
+			"connections_opened_total": 1, "delivery_seconds_count": 6, "delivery_seconds_sum": 1},
+		"smtp.1": {"emails_delivered_total": 0, "emails_rejected_total": 2, "emails_retried_total": 0,
+			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
+			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": -1, "delivery_seconds_sum": -1},
+		"smtp.2": {"emails_delivered_total": 0, "emails_rejected_total": 0, "emails_retried_total": 4,
+			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
+			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": -1, "delivery_seconds_sum": -1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("metrics (-want +got; -1: series absent):\n%s\nhost reply: %v", diff, m)
+	}
+
+	// Exit stops the updates (Fluent Bit destroys the context after FLBPluginExitCtx).
+	for i := range 3 {
+		if rc := h.Exit(i); rc != flbOK {
+			t.Errorf("exit %d = %d", i, rc)
+		}
+	}
+	if diff := cmp.Diff(m, h.Metrics()); diff != "" {
+		t.Errorf("metrics changed at exit (-before +after):\n%s", diff)
+	}
+}
+
+// TestMetricsOffWithoutCmetrics: a host that offers no cmetrics context gets no metrics,
+// one debug line, and delivery as usual.
+func TestMetricsOffWithoutCmetrics(t *testing.T) {
+	srv := startServer(t)
+	h := StartHost(t)
+	h.Configure(0, baseKeys(srv, "soc@example.com"))
+	h.Expect("loglevel 0 debug", "ok")
+	if rc := h.Init(0); rc != flbOK {
+		t.Fatalf("init = %d; log:\n%s", rc, h.Log())
+	}
+	if rc := h.Flush(0, "app", numbered(0, 3)); rc != flbOK {
+		t.Fatalf("flush = %d; log:\n%s", rc, h.Log())
+	}
+	srv.waitMessages(t, 3)
+	if m := h.Metrics(); len(m) != 0 {
+		t.Errorf("metrics without cmetrics: %v, want none", m)
+	}
+	if l := h.LogLines("[debug] [output:smtp:smtp.0] metrics off: the host offers no cmetrics context"); len(l) != 1 {
+		t.Errorf("want one 'metrics off' debug line; log:\n%s", h.Log())
+	}
+	if l := h.LogLines("metrics on"); len(l) != 0 {
+		t.Errorf("metrics reported on: %q", l)
+	}
+	h.Expect("exit 0", "exit 0 -> 1")
+}
+
+// TestFluentBitMetricsEndpoint runs the scenario of TestMetricsThroughCmetrics through a real
+// Fluent Bit (FLUENT_BIT) and reads the counters from its Prometheus endpoint.
+func TestFluentBitMetricsEndpoint(t *testing.T) {
+	bin := fluentBit(t)
+	cert := testcert.New(t)
+	mp := mailpit.Start(t, mailpit.Options{TLS: mailpit.ImplicitTLS, CertFile: cert.CertFile, KeyFile: cert.KeyFile,
+		AllowedRecipients: "^ok"})
+	srv := &server{mp: mp, cert: cert}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close() // Fluent Bit needs a fixed HTTP_Port: take a free one
+
+	so, _ := artifacts(t)
+	dir := t.TempDir()
+	fb := &fluentBitRun{t: t, sock: filepath.Join(dir, "forward.sock"), logPath: filepath.Join(dir, "fluent-bit.log"), waited: make(chan error, 1)}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n    HTTP_Server  On\n    HTTP_Listen  127.0.0.1\n    HTTP_Port    %d\n\n", port)
+	fmt.Fprintf(&b, "[INPUT]\n    Name         forward\n    Unix_Path    %s\n    Unix_Perm    0600\n\n", fb.sock)
+	for _, o := range []struct{ match, to string }{{"ok.*", "ok@example.com, refused@example.com"}, {"refused.*", "refused@example.com"}} {
+		fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Retry_Limit  no_limits\n", o.match)
+		keys := baseKeys(srv, o.to)
+		names := make([]string, 0, len(keys))
+		for k := range keys {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			fmt.Fprintf(&b, "    %-15s %s\n", k, keys[k])
+		}
+		b.WriteString("\n")
+	}
+	conf := filepath.Join(dir, "fluent-bit.conf")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(fb.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	fb.cmd = exec.Command(bin, "-e", so, "-c", conf)
+	fb.cmd.Stdout, fb.cmd.Stderr = logFile, logFile
+	if err := fb.cmd.Start(); err != nil {
+		t.Fatalf("start fluent-bit: %v", err)
+	}
+	go func() { fb.waited <- fb.cmd.Wait() }()
+	t.Cleanup(func() {
+		fb.stop()
+		if t.Failed() {
+			t.Logf("fluent-bit log:\n%s", fb.log())
+		}
+	})
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/api/v2/metrics/prometheus", port)
+	scrape := func() string {
+		resp, err := http.Get(url)
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	waitFor := func(what string, ok func(string) bool) string {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			body := scrape()
+			if ok(body) {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not seen within a minute; last scrape:\n%s", what, body)
+			}
+			select {
+			case err := <-fb.waited:
+				fb.waited <- err
+				t.Fatalf("fluent-bit exited: %v\n%s", err, fb.log())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	waitFor("the smtp counters and the forward socket", func(s string) bool {
+		_, err := os.Stat(fb.sock)
+		return err == nil && strings.Contains(s, "fluentbit_smtp_emails_delivered_total")
+	})
+	fb.send("ok.app", numbered(0, 3))
+	fb.send("refused.app", numbered(10, 2))
+	srv.waitMessages(t, 3)
+	body := waitFor("the delivered and rejected counts", func(s string) bool {
+		return strings.Contains(s, `fluentbit_smtp_emails_delivered_total{name="smtp.0"} 3`) &&
+			strings.Contains(s, `fluentbit_smtp_emails_rejected_total{name="smtp.1"} 2`)
+	})
+	for _, want := range []string{
+		`fluentbit_smtp_recipients_rejected_total{name="smtp.0"} 3`,
+		`fluentbit_smtp_emails_rejected_total{name="smtp.0"} 0`,
+		`fluentbit_smtp_emails_delivered_total{name="smtp.1"} 0`,
+		`fluentbit_smtp_delivery_seconds_count{name="smtp.0"} 3`,
+		`fluentbit_smtp_connections_opened_total{name="smtp.0"}`,
+		"fluentbit_output_proc_records_total", // Fluent Bit's own, on the same page
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the Prometheus endpoint lacks %q:\n%s", want, body)
+		}
+	}
+}
