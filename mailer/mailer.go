@@ -326,6 +326,12 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				fail(setupErr)
 				return
 			}
+			if r := results[i]; r.Outcome == Retry && timeout(r.Err) {
+				// A server that stops answering costs a full timeout per message: hand the
+				// rest back to Fluent Bit now rather than redial and wait for each one.
+				fail(r.Err)
+				return
+			}
 		}
 	}
 	wg.Add(workers)

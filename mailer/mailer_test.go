@@ -341,6 +341,33 @@ func TestCancelAbortsPromptly(t *testing.T) {
 	}
 }
 
+// TestStalledServerCostsOneTimeout: a server that stops answering after the message must not
+// hold a Send for one timeout per message; the rest are handed back as Retry after the first.
+func TestStalledServerCostsOneTimeout(t *testing.T) {
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	srv := startGoSMTP(t, &fakeBackend{data: func(*smtp.Conn, []byte) error { <-block; return nil }}, false, nil)
+	cfg := testConfig(t, srv.addr, srv.cert, false)
+	cfg.Timeout = 300 * time.Millisecond
+	m := newMailer(t, cfg)
+	msgs := []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4"), msg("m5")}
+	rs := m.Send(context.Background(), msgs)
+	if diff := cmp.Diff([]Outcome{Retry, Retry, Retry, Retry, Retry}, outcomes(rs)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if !rs[0].Ambiguous {
+		t.Errorf("first message timed out after being sent: want Ambiguous")
+	}
+	for i, r := range rs[1:] {
+		if r.Ambiguous || !timeout(r.Err) {
+			t.Errorf("message %d: Ambiguous=%v Err=%v; want a not-sent Retry carrying the timeout", i+2, r.Ambiguous, r.Err)
+		}
+	}
+	if n := srv.Sessions(); n != 1 {
+		t.Errorf("server saw %d connections, want 1: no redial per stalled message", n)
+	}
+}
+
 func TestCloseAndSendAfterClose(t *testing.T) {
 	s := startScripted(t, "PIPELINING", func(string, int) string { return "" })
 	m := newMailer(t, testConfig(t, s.addr, s.cert, false))
