@@ -55,6 +55,25 @@ func parseOutput(o fbconf.Output) (config.Config, error) {
 	return config.Parse(config.MapGetter(o.Keys))
 }
 
+// outputConfig picks the smtp output selected in path and parses its keys, as probe and send
+// need; when either fails it prints why and ok is false.
+func outputConfig(e *env, path, selector string) (o fbconf.Output, cfg config.Config, ok bool) {
+	o, err := pickOutput(e, path, selector)
+	if err != nil {
+		fmt.Fprintf(e.stdout, "FAILED: %v\n", err)
+		return o, cfg, false
+	}
+	cfg, err = parseOutput(o)
+	if err != nil {
+		fmt.Fprintf(e.stdout, "FAILED %s: invalid configuration (run smtpout check):\n", o.Instance)
+		for _, p := range splitJoined(err) {
+			fmt.Fprintf(e.stdout, "  %v\n", p)
+		}
+		return o, cfg, false
+	}
+	return o, cfg, true
+}
+
 const checkDescription = `
 Reads a Fluent Bit configuration (classic or YAML, with its @INCLUDE/includes files, @SET/env
 variables and the environment) and checks every [OUTPUT] whose Name is smtp with the plugin's

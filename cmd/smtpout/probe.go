@@ -164,17 +164,8 @@ func runProbe(e *env, args []string) int {
 	if fs.NArg() > 0 {
 		return usageError(e, "probe", "unexpected argument %q", fs.Arg(0))
 	}
-	o, err := pickOutput(e, *file, *sel)
-	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED: %v\n", err)
-		return exitFail
-	}
-	cfg, err := parseOutput(o)
-	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED %s: invalid configuration (run smtpout check):\n", o.Instance)
-		for _, p := range splitJoined(err) {
-			fmt.Fprintf(e.stdout, "  %v\n", p)
-		}
+	o, cfg, ok := outputConfig(e, *file, *sel)
+	if !ok {
 		return exitFail
 	}
 	ctx := context.Background()

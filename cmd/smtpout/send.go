@@ -85,17 +85,8 @@ func runSend(e *env, args []string) int {
 		})
 	}
 
-	o, err := pickOutput(e, *file, *sel)
-	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED: %v\n", err)
-		return exitFail
-	}
-	cfg, err := parseOutput(o)
-	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED %s: invalid configuration (run smtpout check):\n", o.Instance)
-		for _, p := range splitJoined(err) {
-			fmt.Fprintf(e.stdout, "  %v\n", p)
-		}
+	o, cfg, ok := outputConfig(e, *file, *sel)
+	if !ok {
 		return exitFail
 	}
 	for _, w := range cfg.Warnings {
