@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 )
 
@@ -47,28 +48,61 @@ func keyOf(id string) ledgerKey {
 
 // Ledger remembers the Message-IDs an instance has settled (delivered, or rejected for good),
 // so that a chunk Fluent Bit hands back after FLB_RETRY does not email anybody twice. It is
-// bounded: past its capacity the oldest IDs are forgotten first. It also tracks the IDs that
-// a flush is sending right now, so two concurrent flushes never send the same record. Safe for
-// concurrent use.
+// bounded: past its capacity the oldest IDs are forgotten first. Its memory is allocated once,
+// at its full size, and holds no pointers: a ring of keys in settling order and an
+// open-addressing index into the ring (linear probing, backward-shift deletion), so it costs
+// the same at 10,000 emails as at 10 million and gives the garbage collector nothing to scan.
+// It also tracks the IDs that a flush is sending right now, so two concurrent flushes never
+// send the same record. Safe for concurrent use.
 type Ledger struct {
 	mu       sync.Mutex
-	settled  map[ledgerKey]struct{}
-	ring     []ledgerKey // settled keys in insertion order, oldest at next once full
+	ring     []ledgerKey // settled keys; once full, ring[next] is the oldest
+	count    int         // settled keys held (== len(ring) once full)
 	next     int
-	limit    int
+	index    []int32 // ring position + 1 for each slot; 0 is empty
+	mask     uint64
 	inflight map[ledgerKey]struct{}
 }
 
 // NewLedger returns a ledger remembering up to capacity settled IDs (at least 1).
 func NewLedger(capacity int) *Ledger {
-	if capacity < 1 {
-		capacity = 1
+	capacity = max(capacity, 1)
+	slots := 2
+	for slots < 2*capacity { // load factor at most 1/2
+		slots <<= 1
 	}
 	return &Ledger{
-		settled:  make(map[ledgerKey]struct{}, min(capacity, 1024)),
-		ring:     make([]ledgerKey, 0, min(capacity, 1024)),
+		ring:     make([]ledgerKey, capacity),
+		index:    make([]int32, slots),
+		mask:     uint64(slots - 1),
 		inflight: make(map[ledgerKey]struct{}),
-		limit:    capacity,
+	}
+}
+
+func (l *Ledger) home(k ledgerKey) uint64 { return binary.LittleEndian.Uint64(k[:8]) & l.mask }
+
+// find returns the index slot holding k, or the empty slot where k would go.
+func (l *Ledger) find(k ledgerKey) (slot uint64, ok bool) {
+	for i := l.home(k); ; i = (i + 1) & l.mask {
+		p := l.index[i]
+		if p == 0 {
+			return i, false
+		}
+		if l.ring[p-1] == k {
+			return i, true
+		}
+	}
+}
+
+// remove empties slot i and shifts back the entries after it that probed past it.
+func (l *Ledger) remove(i uint64) {
+	l.index[i] = 0
+	for j := (i + 1) & l.mask; l.index[j] != 0; j = (j + 1) & l.mask {
+		h := l.home(l.ring[l.index[j]-1])
+		if (j-h)&l.mask >= (j-i)&l.mask { // slot i lies between the entry's home and j
+			l.index[i], l.index[j] = l.index[j], 0
+			i = j
+		}
 	}
 }
 
@@ -77,7 +111,7 @@ func (l *Ledger) Claim(id string) Claim {
 	k := keyOf(id)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.settled[k]; ok {
+	if _, ok := l.find(k); ok {
 		return Settled
 	}
 	if _, ok := l.inflight[k]; ok {
@@ -93,17 +127,21 @@ func (l *Ledger) Settle(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inflight, k)
-	if _, ok := l.settled[k]; ok {
+	if _, ok := l.find(k); ok {
 		return
 	}
-	l.settled[k] = struct{}{}
-	if len(l.ring) < l.limit {
-		l.ring = append(l.ring, k)
-		return
+	pos := l.count
+	if l.count == len(l.ring) { // full: forget the oldest
+		pos = l.next
+		old, _ := l.find(l.ring[pos])
+		l.remove(old)
+		l.next = (l.next + 1) % len(l.ring)
+	} else {
+		l.count++
 	}
-	delete(l.settled, l.ring[l.next])
-	l.ring[l.next] = k
-	l.next = (l.next + 1) % len(l.ring)
+	l.ring[pos] = k
+	slot, _ := l.find(k)
+	l.index[slot] = int32(pos + 1)
 }
 
 // Release ends the caller's claim on id without settling it: a later flush may send it again.
@@ -118,7 +156,7 @@ func (l *Ledger) Release(id string) {
 func (l *Ledger) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.settled)
+	return l.count
 }
 
 // InFlight returns how many IDs are claimed right now.

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,51 @@ func BenchmarkLedgerClaimSettle(b *testing.B) {
 		id := ids[i%len(ids)]
 		if l.Claim(id) == Claimed {
 			l.Settle(id)
+		}
+	}
+}
+
+// TestLedgerMatchesModel drives a small ledger (so the index collides and wraps often) with a
+// long random sequence and compares every answer with a plain map-and-queue model.
+func TestLedgerMatchesModel(t *testing.T) {
+	for _, capacity := range []int{1, 2, 7, 64} {
+		l := NewLedger(capacity)
+		settled := map[string]bool{}
+		var order []string
+		inflight := map[string]bool{}
+		rng := rand.New(rand.NewPCG(1, uint64(capacity)))
+		for step := 0; step < 20000; step++ {
+			id := fmt.Sprintf("id-%d@example.com", rng.IntN(3*capacity+3))
+			want := Claimed
+			switch {
+			case settled[id]:
+				want = Settled
+			case inflight[id]:
+				want = Busy
+			}
+			if got := l.Claim(id); got != want {
+				t.Fatalf("capacity %d step %d: Claim(%s) = %v, want %v", capacity, step, id, got, want)
+			}
+			if want != Claimed {
+				continue
+			}
+			inflight[id] = true
+			if rng.IntN(4) == 0 {
+				l.Release(id)
+				delete(inflight, id)
+				continue
+			}
+			l.Settle(id)
+			delete(inflight, id)
+			settled[id] = true
+			order = append(order, id)
+			if len(order) > capacity {
+				delete(settled, order[0])
+				order = order[1:]
+			}
+			if l.Len() != len(order) {
+				t.Fatalf("capacity %d step %d: Len() = %d, want %d", capacity, step, l.Len(), len(order))
+			}
 		}
 	}
 }
