@@ -16,4 +16,6 @@ FROM fluent/fluent-bit:4.2.8
 COPY --from=build /out/smtpout.so /fluent-bit/plugins/smtpout.so
 COPY fluent-bit.conf.example /fluent-bit/etc/smtpout/fluent-bit.conf.example
 COPY demo/ /fluent-bit/etc/smtpout/
+# Set both, so the image does not depend on how the base image sets them.
+ENTRYPOINT ["/fluent-bit/bin/fluent-bit"]
 CMD ["-e", "/fluent-bit/plugins/smtpout.so", "-c", "/fluent-bit/etc/fluent-bit.conf"]
