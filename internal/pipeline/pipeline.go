@@ -251,6 +251,12 @@ func EffectiveConfig(cfg config.Config) string {
 	kv("json_date_key", cfg.JSONDateKey)
 	kv("max_connections", fmt.Sprint(cfg.MaxConnections))
 	kv("max_emails_per_minute", fmt.Sprint(cfg.MaxEmailsPerMinute))
+	kv("pipelining", fmt.Sprint(!cfg.DisablePipelining))
+	kv("chunking", fmt.Sprint(!cfg.DisableChunking))
+	kv("dead_letter_dir", cfg.DeadLetterDir)
+	if cfg.DeadLetterDir != "" {
+		kv("dead_letter_max_size", fmt.Sprint(cfg.DeadLetterMaxSize))
+	}
 	return b.String()
 }
 

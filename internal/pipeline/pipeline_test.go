@@ -590,6 +590,9 @@ func TestEffectiveConfig(t *testing.T) {
 		"secret_key=[redacted]",
 		`subject="Alert $TAG"`,
 		"max_connections=",
+		"pipelining=true",
+		"chunking=true",
+		`dead_letter_dir=""`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("EffectiveConfig() = %s\nlacks %s", got, want)
