@@ -501,15 +501,17 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 }
 
 // logRejected writes the [error] line(s) of a permanently rejected email: one per refused
-// recipient when recipients were refused, else one for the message.
+// recipient, and one for the message unless the refused recipients are the whole reason (a
+// message refused at MAIL or DATA after some recipients were refused gets both).
 func (in *Instance) logRejected(tag string, p pending, res mailer.Result) {
 	id := p.email.MessageID
-	if len(res.Rejected) > 0 {
-		for _, r := range res.Rejected {
-			in.log.Log(LevelError, fmt.Sprintf(
-				"email rejected: address=%s message_id=<%s> code=%d enhanced_code=%s payload_size=%d tag=%q: %s",
-				r.Address, id, r.Code, orNone(r.EnhancedCode), p.email.PayloadSize, tag, r.Message))
-		}
+	for _, r := range res.Rejected {
+		in.log.Log(LevelError, fmt.Sprintf(
+			"email rejected: address=%s message_id=<%s> code=%d enhanced_code=%s payload_size=%d tag=%q: %s",
+			r.Address, id, r.Code, orNone(r.EnhancedCode), p.email.PayloadSize, tag, r.Message))
+	}
+	var se *mailer.StepError
+	if len(res.Rejected) > 0 && !(errors.As(res.Err, &se) && se.Step != mailer.StepRCPT) {
 		return
 	}
 	code, enhanced, text := 0, "", "rejected"

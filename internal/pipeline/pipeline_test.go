@@ -671,3 +671,39 @@ func BenchmarkFlush(b *testing.B) {
 		}
 	}
 }
+
+// A message refused after DATA while one recipient was already refused at RCPT: the [error]
+// lines must carry the message's own rejection (554), not only the refused recipient's 550,
+// or the log says nothing of why the accepted recipients got nothing.
+func TestFlushMessageRejectedAfterRecipientRefused(t *testing.T) {
+	s := newSender()
+	s.decide = func(m mailer.Message, _ int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Rejected,
+			Err: &mailer.StepError{Step: mailer.StepDATA, Addr: "127.0.0.1:465", Code: 554, EnhancedCode: "5.6.0", Message: "content refused"},
+			Rejected: []mailer.RecipientError{
+				{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
+			}}
+	}
+	log := &recorder{Max: LevelInfo}
+	in := newTestInstance(t, s, log, Options{})
+
+	code, st := in.Flush("app", records(1, nil))
+
+	if code != FLBOK || st.Rejected != 1 {
+		t.Errorf("code %d stats %+v, want FLBOK and 1 rejected", code, st)
+	}
+	errs := log.at(LevelError)
+	var gotRcpt, gotMsg bool
+	for _, e := range errs {
+		if strings.Contains(e, "address=gone@example.com") && strings.Contains(e, "code=550") {
+			gotRcpt = true
+		}
+		if strings.Contains(e, "code=554") && strings.Contains(e, "enhanced_code=5.6.0") &&
+			strings.Contains(e, "message_id=<") && strings.Contains(e, "content refused") {
+			gotMsg = true
+		}
+	}
+	if !gotRcpt || !gotMsg {
+		t.Errorf("error lines = %q; want the refused recipient's 550 line (%v) and the message's 554 5.6.0 line (%v)", errs, gotRcpt, gotMsg)
+	}
+}
