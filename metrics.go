@@ -22,6 +22,10 @@ typedef void *(*smtpout_histogram_create_fn)(void *cmt, char *ns, char *subsyste
                                              char **label_keys);
 typedef int (*smtpout_histogram_observe_fn)(void *histogram, uint64_t ts, double val,
                                             int labels_count, char **label_vals);
+typedef int (*smtpout_histogram_set_default_fn)(void *histogram, uint64_t ts,
+                                                uint64_t *bucket_defaults, double sum,
+                                                uint64_t count, int labels_count,
+                                                char **label_vals);
 
 struct smtpout_cmt_api {
     smtpout_counter_create_fn counter_create;
@@ -29,6 +33,7 @@ struct smtpout_cmt_api {
     smtpout_buckets_create_size_fn buckets_create_size;
     smtpout_histogram_create_fn histogram_create;
     smtpout_histogram_observe_fn histogram_observe;
+    smtpout_histogram_set_default_fn histogram_set_default;
 };
 
 // smtpout_cmt_resolve fills a with what the process exports; it returns 1 when counters are
@@ -40,6 +45,7 @@ static int smtpout_cmt_resolve(struct smtpout_cmt_api *a)
     a->buckets_create_size = (smtpout_buckets_create_size_fn) dlsym(RTLD_DEFAULT, "cmt_histogram_buckets_create_size");
     a->histogram_create = (smtpout_histogram_create_fn) dlsym(RTLD_DEFAULT, "cmt_histogram_create");
     a->histogram_observe = (smtpout_histogram_observe_fn) dlsym(RTLD_DEFAULT, "cmt_histogram_observe");
+    a->histogram_set_default = (smtpout_histogram_set_default_fn) dlsym(RTLD_DEFAULT, "cmt_histogram_set_default");
     return a->counter_create != NULL && a->counter_add != NULL;
 }
 
@@ -64,13 +70,20 @@ static int smtpout_counter_add(struct smtpout_cmt_api *a, void *counter, uint64_
     return a->counter_add(counter, ts, val, 1, label_vals);
 }
 
+// smtpout_histogram_create creates the histogram and its one series, at zero, now: cmetrics
+// does not lock, so a series must not first appear from a flush thread while Fluent Bit's
+// metrics endpoint reads the list. Without cmt_histogram_set_default there is no histogram.
 static void *smtpout_histogram_create(struct smtpout_cmt_api *a, void *cmt, char *ns, char *sub,
                                       char *name, char *help, double *bounds, size_t n,
-                                      char **label_keys)
+                                      char **label_keys, uint64_t ts, char **label_vals)
 {
     void *buckets;
+    void *h;
+    uint64_t *zeros;
+    int rc;
 
-    if (a->buckets_create_size == NULL || a->histogram_create == NULL || a->histogram_observe == NULL) {
+    if (a->buckets_create_size == NULL || a->histogram_create == NULL ||
+        a->histogram_observe == NULL || a->histogram_set_default == NULL) {
         return NULL;
     }
     buckets = a->buckets_create_size(bounds, n);
@@ -78,7 +91,17 @@ static void *smtpout_histogram_create(struct smtpout_cmt_api *a, void *cmt, char
         return NULL;
     }
     // The histogram owns the buckets from here (cmt_histogram_destroy frees them).
-    return a->histogram_create(cmt, ns, sub, name, help, buckets, 1, label_keys);
+    h = a->histogram_create(cmt, ns, sub, name, help, buckets, 1, label_keys);
+    if (h == NULL) {
+        return NULL;
+    }
+    zeros = calloc(n + 1, sizeof(uint64_t)); // one per bound, plus +Inf
+    if (zeros == NULL) {
+        return NULL;
+    }
+    rc = a->histogram_set_default(h, ts, zeros, 0, 0, 1, label_vals);
+    free(zeros);
+    return rc == 0 ? h : NULL;
 }
 
 static int smtpout_histogram_observe(struct smtpout_cmt_api *a, void *h, uint64_t ts, double val,
@@ -217,7 +240,8 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 		unsafe.Slice(bounds, len(latencyBuckets))[i] = C.double(b)
 	}
 	ln, lh := cstr(latencyName), cstr(latencyHelp)
-	m.latency = C.smtpout_histogram_create(&cmtAPI, cmt, ns, sub, ln, lh, bounds, C.size_t(len(latencyBuckets)), keys)
+	m.latency = C.smtpout_histogram_create(&cmtAPI, cmt, ns, sub, ln, lh, bounds, C.size_t(len(latencyBuckets)), keys,
+		cmtTimestamp(), m.labels)
 	C.free(unsafe.Pointer(bounds)) // cmetrics copies the bounds
 	C.free(unsafe.Pointer(ln))
 	C.free(unsafe.Pointer(lh))

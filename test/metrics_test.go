@@ -159,10 +159,10 @@ func TestMetricsThroughCmetrics(t *testing.T) {
 			"connections_opened_total": 1, "delivery_seconds_count": 6, "delivery_seconds_sum": 1},
 		"smtp.1": {"emails_delivered_total": 0, "emails_rejected_total": 2, "emails_retried_total": 0,
 			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
-			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": -1, "delivery_seconds_sum": -1},
+			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": 0, "delivery_seconds_sum": 0}, // created at Init
 		"smtp.2": {"emails_delivered_total": 0, "emails_rejected_total": 0, "emails_retried_total": 4,
 			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
-			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": -1, "delivery_seconds_sum": -1},
+			"records_dropped_total": 0, "connections_opened_total": 1, "delivery_seconds_count": 0, "delivery_seconds_sum": 0}, // created at Init
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics (-want +got; -1: series absent):\n%s\nhost reply: %v", diff, m)

@@ -230,6 +230,8 @@ void *cmt_histogram_create(void *cmt, char *ns, char *subsystem, char *name, cha
                            void *buckets, int label_count, char **label_keys);
 int cmt_histogram_observe(void *histogram, uint64_t timestamp, double val, int labels_count,
                           char **label_vals);
+int cmt_histogram_set_default(void *histogram, uint64_t timestamp, uint64_t *bucket_defaults,
+                              double sum, uint64_t count, int labels_count, char **label_vals);
 
 /* stub_fail notes the first broken convention (the caller holds stub_mutex). */
 static void stub_fail(const char *what, const char *name)
@@ -365,6 +367,26 @@ int cmt_histogram_observe(void *histogram, uint64_t timestamp, double val, int l
     if (s != NULL) {
         s->sum += val;
         s->count++;
+    }
+    pthread_mutex_unlock(&stub_mutex);
+    return s != NULL ? 0 : -1;
+}
+
+/* cmt_histogram_set_default creates (or resets) one series with the given values. */
+int cmt_histogram_set_default(void *histogram, uint64_t timestamp, uint64_t *bucket_defaults,
+                              double sum, uint64_t count, int labels_count, char **label_vals)
+{
+    struct stub_series *s;
+
+    if (bucket_defaults == NULL) {
+        stub_fail("cmt_histogram_set_default", "NULL bucket_defaults");
+        return -1;
+    }
+    pthread_mutex_lock(&stub_mutex);
+    s = stub_series_of(histogram, 1, timestamp, labels_count, label_vals, "cmt_histogram_set_default");
+    if (s != NULL) {
+        s->sum = sum;
+        s->count = count;
     }
     pthread_mutex_unlock(&stub_mutex);
     return s != NULL ? 0 : -1;
