@@ -63,23 +63,60 @@ func (r *Renderer) renderHTML(w *bytes.Buffer, rec Record, subject []byte) error
 			fields[r.dateKey] = rec.Time
 		}
 	}
+	var t table
+	t.flatten("", Normalize(fields))
+	if t.omitted > 0 {
+		t.rows = append(t.rows, htmlRow{Key: "…", Value: strconv.Itoa(t.omitted) +
+			" more values not shown: the JSON part holds the whole record"})
+	}
 	d := htmlData{
 		Subject: string(subject),
 		Tag:     string(sanitize(nil, rec.Tag, MaxSubjectRunes)),
 		Time:    rec.Time.UTC().Format(time.RFC3339Nano),
-		Rows:    flatten(nil, "", Normalize(fields)),
+		Rows:    t.rows,
 	}
 	return r.html.Execute(w, d)
 }
 
-// flatten appends the table rows of a normalised value: nested keys as dotted paths, array
-// elements as path[i], in sorted order. Values over MaxHTMLValueSize bytes are shortened (on a
-// UTF-8 boundary) and flagged.
-func flatten(rows []htmlRow, path string, v any) []htmlRow {
+// table collects the rows of the HTML table within MaxHTMLRows and MaxHTMLTableSize.
+type table struct {
+	rows    []htmlRow
+	size    int // bytes of the keys and values in rows
+	omitted int // values left out once a bound was reached
+}
+
+// full reports whether no further row fits.
+func (t *table) full() bool {
+	return len(t.rows) >= MaxHTMLRows || t.size >= MaxHTMLTableSize
+}
+
+// add appends row, or counts it as omitted when it does not fit; the table is then full, so
+// the rows shown are always a prefix of the record's.
+func (t *table) add(row htmlRow) {
+	if t.full() || t.size+len(row.Key)+len(row.Value) > MaxHTMLTableSize {
+		t.size = MaxHTMLTableSize
+		t.omitted++
+		return
+	}
+	t.size += len(row.Key) + len(row.Value)
+	t.rows = append(t.rows, row)
+}
+
+// flatten adds the table rows of a normalised value: nested keys as dotted paths, array
+// elements as path[i], in sorted order. Keys, paths and values over MaxHTMLValueSize bytes
+// are shortened (on a UTF-8 boundary; a path keeps its start and its end); shortened values
+// are flagged. Once the table is full the
+// remaining values are only counted.
+func (t *table) flatten(path string, v any) {
+	if t.full() {
+		t.omitted += countValues(v, path == "")
+		return
+	}
 	switch x := v.(type) {
 	case map[string]any:
 		if len(x) == 0 && path != "" {
-			return append(rows, htmlRow{Key: path, Value: "{}"})
+			t.add(htmlRow{Key: path, Value: "{}"})
+			return
 		}
 		keys := make([]string, 0, len(x))
 		for k := range x {
@@ -87,23 +124,31 @@ func flatten(rows []htmlRow, path string, v any) []htmlRow {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			p := k
+			p := shorten(k)
 			if path != "" {
-				p = path + "." + k
+				p = shortenPath(path + "." + p)
 			}
-			rows = flatten(rows, p, x[k])
+			t.flatten(p, x[k])
 		}
-		return rows
+		return
 	case []any:
 		if len(x) == 0 {
-			return append(rows, htmlRow{Key: path, Value: "[]"})
+			t.add(htmlRow{Key: path, Value: "[]"})
+			return
 		}
 		for i, el := range x {
-			rows = flatten(rows, path+"["+strconv.Itoa(i)+"]", el)
+			if t.full() {
+				for _, rest := range x[i:] {
+					t.omitted += countValues(rest, false)
+				}
+				return
+			}
+			t.flatten(shortenPath(path+"["+strconv.Itoa(i)+"]"), el)
 		}
-		return rows
+		return
 	case nil:
-		return append(rows, htmlRow{Key: path, Value: "null"})
+		t.add(htmlRow{Key: path, Value: "null"})
+		return
 	}
 	s := scalarString(v)
 	row := htmlRow{Key: path, Value: s}
@@ -114,5 +159,63 @@ func flatten(rows []htmlRow, path string, v any) []htmlRow {
 		}
 		row = htmlRow{Key: path, Value: s[:cut], Truncated: true, Size: len(s)}
 	}
-	return append(rows, row)
+	t.add(row)
+}
+
+// countValues returns how many rows flatten would give v (root: v is the whole record).
+func countValues(v any, root bool) int {
+	switch x := v.(type) {
+	case map[string]any:
+		if len(x) == 0 {
+			if root {
+				return 0
+			}
+			return 1
+		}
+		n := 0
+		for _, el := range x {
+			n += countValues(el, false)
+		}
+		return n
+	case []any:
+		if len(x) == 0 {
+			return 1
+		}
+		n := 0
+		for _, el := range x {
+			n += countValues(el, false)
+		}
+		return n
+	}
+	return 1
+}
+
+// shorten returns s cut to at most MaxHTMLValueSize bytes on a UTF-8 boundary, with "…"
+// appended when it was cut.
+func shorten(s string) string {
+	if len(s) <= MaxHTMLValueSize {
+		return s
+	}
+	cut := MaxHTMLValueSize
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// shortenPath returns path cut to about MaxHTMLValueSize bytes by replacing its middle with
+// "…", so that the start and the last keys or indices stay visible.
+func shortenPath(path string) string {
+	if len(path) <= MaxHTMLValueSize {
+		return path
+	}
+	head := MaxHTMLValueSize / 2
+	for head > 0 && !utf8.RuneStart(path[head]) {
+		head--
+	}
+	tail := len(path) - MaxHTMLValueSize/2
+	for tail < len(path) && !utf8.RuneStart(path[tail]) {
+		tail++
+	}
+	return path[:head] + "…" + path[tail:]
 }

@@ -38,6 +38,17 @@ const MaxSubjectRunes = 255
 // (the JSON part is never shortened).
 const MaxHTMLValueSize = 4096
 
+// MaxHTMLRows and MaxHTMLTableSize bound the HTML table: at most MaxHTMLRows rows, showing at
+// most MaxHTMLTableSize bytes of keys and values in all (a key, like a value, is shortened
+// above MaxHTMLValueSize). A record with more fields ends the table with one row counting the
+// values left out; the JSON part always holds the whole record. Without these bounds a record
+// of a few kilobytes (a long key over a long array repeats the key on every row) could render
+// an HTML part thousands of times its size.
+const (
+	MaxHTMLRows      = 1000
+	MaxHTMLTableSize = 256 << 10
+)
+
 // SignatureHeader is the header that carries the signature of the payload.
 const SignatureHeader = "X-Smtpout-Signature"
 

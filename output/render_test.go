@@ -635,3 +635,69 @@ func TestSeedConfig(t *testing.T) {
 		t.Errorf("New with a bad raw template: %v, want an error naming subject", err)
 	}
 }
+
+// TestHTMLBounded: the HTML table is bounded in rows and bytes whatever the record's shape,
+// while the JSON part keeps every field. A long key over a long array used to repeat the key
+// on every row: a 40 KB record rendered about 80 MB of HTML.
+func TestHTMLBounded(t *testing.T) {
+	longKey := strings.Repeat("k", 20<<10)
+	arr := make([]any, 2000)
+	for i := range arr {
+		arr[i] = int64(i)
+	}
+	many := map[string]any{}
+	for i := range 5000 {
+		many[fmt.Sprintf("f%05d", i)] = "v"
+	}
+	tests := []struct {
+		name      string
+		fields    map[string]any
+		wantRows  int    // table rows, the "more values" row included
+		wantFirst string // the end of a row key that must be shown
+		omitted   int
+	}{
+		{"long key over an array", map[string]any{longKey: arr}, 0, "…[0]", 0},
+		{"many fields", many, MaxHTMLRows + 1, ">date", 5001 - MaxHTMLRows},
+	}
+	r := mustRenderer(t, withSubject(true, lit("bounded")))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := Record{Tag: "t", Time: fixedTime, Fields: tc.fields}
+			e := mustRender(t, r, rec)
+			p := parseEmail(t, e.Data)
+			if len(p.html) > 4<<20 {
+				t.Fatalf("HTML part is %d bytes for a %d-byte payload", len(p.html), e.PayloadSize)
+			}
+			rows := strings.Count(p.html, "<tr>")
+			if rows > MaxHTMLRows+1 {
+				t.Errorf("HTML table has %d rows, want at most %d", rows, MaxHTMLRows+1)
+			}
+			if tc.wantRows != 0 && rows != tc.wantRows {
+				t.Errorf("HTML table has %d rows, want %d", rows, tc.wantRows)
+			}
+			if !strings.Contains(p.html, tc.wantFirst+"</th>") {
+				t.Errorf("HTML lacks the row key ending %q", tc.wantFirst)
+			}
+			if strings.Contains(p.html, longKey[:MaxHTMLValueSize+1]) {
+				t.Errorf("HTML shows a key longer than %d bytes", MaxHTMLValueSize)
+			}
+			marker := "more values not shown: the JSON part holds the whole record"
+			if !strings.Contains(p.html, marker) {
+				t.Errorf("HTML lacks the marker %q", marker)
+			}
+			if tc.omitted > 0 && !strings.Contains(p.html, fmt.Sprintf(">%d %s", tc.omitted, marker)) {
+				t.Errorf("HTML does not count %d values left out", tc.omitted)
+			}
+			want, err := Payload(rec, "date")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(want, p.text) {
+				t.Errorf("JSON part is not the whole payload (%d bytes, want %d)", len(p.text), len(want))
+			}
+			if err := Verify(bytes.NewReader(e.Data), []byte(testSecret)); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+}
