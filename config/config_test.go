@@ -381,6 +381,8 @@ func TestParseSubject(t *testing.T) {
 		{`$a["b c"]`, []Token{{Kind: KeyToken, Path: []string{"a", "b c"}}}},
 		{"cost $$5 $user_name-x", []Token{{Kind: Literal, Text: "cost $5 "}, {Kind: KeyToken, Path: []string{"user_name-x"}}}},
 		{"$TAGS", []Token{{Kind: KeyToken, Path: []string{"TAGS"}}}},
+		{"$ips[0] $a['b'][12]", []Token{{Kind: KeyToken, Path: []string{"ips", "0"}}, {Kind: Literal, Text: " "},
+			{Kind: KeyToken, Path: []string{"a", "b", "12"}}}},
 		{"Prix: 5€ $k", []Token{{Kind: Literal, Text: "Prix: 5€ "}, {Kind: KeyToken, Path: []string{"k"}}}},
 	}
 	for _, tc := range tests {
@@ -397,7 +399,7 @@ func TestParseSubject(t *testing.T) {
 }
 
 func TestParseSubjectRejected(t *testing.T) {
-	for _, in := range []string{"$", "a $ b", "$TAG[", "$TAG[x]", "$TAG[-1]", "$k[", "$k['a'", "$k[a]", "$k['a'x", "$k['']", "$.x"} {
+	for _, in := range []string{"$", "a $ b", "$TAG[", "$TAG[x]", "$TAG[-1]", "$k[", "$k['a'", "$k[a]", "$k['a'x", "$k['']", "$.x", "$k[1", "$k[1x]"} {
 		t.Run(in, func(t *testing.T) {
 			_, err := Parse(base(map[string]string{"subject": in}))
 			assertKeyError(t, err, "subject")
@@ -444,7 +446,7 @@ func TestParseExtensionKeys(t *testing.T) {
 		t.Errorf("json_date_key false: JSONDateKey=%q err=%v, want off", c.JSONDateKey, err)
 	}
 	for in, want := range map[string]time.Duration{"10": 10 * time.Second, "10s": 10 * time.Second, "1.5": 1500 * time.Millisecond,
-		"500ms": 500 * time.Millisecond, "1h": time.Hour, "1d": 24 * time.Hour, "1m30s": 90 * time.Second, "2M": 2 * time.Minute} {
+		"500ms": 500 * time.Millisecond, "1h": time.Hour, "1d": 24 * time.Hour, "2D": 48 * time.Hour, "1H": time.Hour, "1m30s": 90 * time.Second, "2M": 2 * time.Minute} {
 		c, err := Parse(base(map[string]string{"timeout": in}))
 		if err != nil || c.Timeout != want {
 			t.Errorf("timeout %q = %v, %v; want %v", in, c.Timeout, err, want)

@@ -257,14 +257,14 @@ func parseDuration(v string) (time.Duration, error) {
 	if n, err := strconv.ParseFloat(v, 64); err == nil {
 		return time.Duration(n * float64(time.Second)), nil
 	}
-	if strings.HasSuffix(v, "d") {
+	if v = strings.ToLower(v); strings.HasSuffix(v, "d") {
 		n, err := strconv.ParseFloat(strings.TrimSuffix(v, "d"), 64)
 		if err != nil {
 			return 0, err
 		}
 		return time.Duration(n * 24 * float64(time.Hour)), nil
 	}
-	return time.ParseDuration(strings.ToLower(v))
+	return time.ParseDuration(v)
 }
 
 // hostPort parses dest_host: host, host:port, IPv4:port, [IPv6]:port or a bare IPv6 address.

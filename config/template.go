@@ -12,6 +12,7 @@ import (
 //	$TAG[n]         part n (from 0) of the tag split on dots
 //	$key            a top-level record key (letters, digits, _ and -)
 //	$key['a']['b']  a nested key; "" quotes work too
+//	$key[0]         an element of an array (also $key['a'][2])
 //	$$              a literal $
 //
 // Anything else after a $ is an error that says where.
@@ -77,8 +78,19 @@ func parseToken(s string) (Token, int, error) {
 	}
 	path := []string{name}
 	for i < len(s) && s[i] == '[' {
+		if j := i + 1; j < len(s) && s[j] >= '0' && s[j] <= '9' { // an array index: $key[0]
+			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+				j++
+			}
+			if j >= len(s) || s[j] != ']' {
+				return Token{}, 0, fmt.Errorf("$%s: expected ] after the array index %s", name, s[i+1:j])
+			}
+			path = append(path, s[i+1:j])
+			i = j + 1
+			continue
+		}
 		if i+1 >= len(s) || (s[i+1] != '\'' && s[i+1] != '"') {
-			return Token{}, 0, fmt.Errorf("$%s: a sub-key must be quoted, as in ['name']", name)
+			return Token{}, 0, fmt.Errorf("$%s: a sub-key must be quoted, as in ['name'], or an array index, as in [0]", name)
 		}
 		q := s[i+1]
 		end := strings.IndexByte(s[i+2:], q)
