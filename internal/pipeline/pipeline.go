@@ -324,6 +324,19 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}()
 
 	batch, retry := in.collect(tag, data, &st)
+	sending := false
+	defer func() {
+		// A panic before sendBatch owns the claims must not leave them behind: the records
+		// would read as "being sent by another flush" until Fluent Bit gave up on them.
+		if p := recover(); p != nil {
+			if !sending {
+				for _, b := range batch {
+					in.ledger.Release(b.email.MessageID)
+				}
+			}
+			panic(p)
+		}
+	}()
 	var booked int64 // the storm guard's second for this batch
 	if len(batch) > 0 && in.guard != nil {
 		n := len(batch)
@@ -331,6 +344,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 			retry = true
 		}
 	}
+	sending = true
 	if len(batch) > 0 {
 		retried := st.Retried
 		if in.sendBatch(tag, batch, &st) {
@@ -355,6 +369,14 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 // collect decodes and renders the chunk, and claims in the ledger the emails to send. It
 // reports whether a retry is needed already (a record another flush is sending).
 func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending, retry bool) {
+	defer func() {
+		if p := recover(); p != nil { // release what was claimed before the panic
+			for _, b := range batch {
+				in.ledger.Release(b.email.MessageID)
+			}
+			panic(p)
+		}
+	}()
 	dec := chunk.NewDecoder(data)
 	seen := make(map[string]bool)
 	busy := 0

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/mailer"
+	"github.com/smtpout/smtpout/output"
 )
 
 var t0 = time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC)
@@ -705,5 +707,42 @@ func TestFlushMessageRejectedAfterRecipientRefused(t *testing.T) {
 	}
 	if !gotRcpt || !gotMsg {
 		t.Errorf("error lines = %q; want the refused recipient's 550 line (%v) and the message's 554 5.6.0 line (%v)", errs, gotRcpt, gotMsg)
+	}
+}
+
+// panicky renders like renderer but panics once on the record whose "i" is at.
+type panicky struct {
+	*renderer
+	at    int
+	armed atomic.Bool
+}
+
+func (p *panicky) Render(rec output.Record) (*output.Email, error) {
+	if rec.Fields["i"] == int64(p.at) && p.armed.CompareAndSwap(true, false) {
+		panic("render blew up")
+	}
+	return p.renderer.Render(rec)
+}
+
+// TestPanicReleasesClaims: a panic part-way through a flush (the plugin turns it into a logged
+// FLB_ERROR) must not leave the records before it claimed; the next flush delivers them all.
+func TestPanicReleasesClaims(t *testing.T) {
+	s := newSender()
+	r := &panicky{renderer: newRenderer(t), at: 3}
+	r.armed.Store(true)
+	in := NewInstance(r, s, &recorder{Max: LevelInfo}, Options{})
+	t.Cleanup(func() { _ = in.Close() })
+	data := records(5, nil)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the first flush did not panic")
+			}
+		}()
+		in.Flush("app", data)
+	}()
+	code, st := in.Flush("app", data)
+	if code != FLBOK || st.Delivered != 5 {
+		t.Errorf("flush after the panic = %d with %+v, want FLBOK and 5 delivered", code, st)
 	}
 }
