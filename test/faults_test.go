@@ -236,6 +236,50 @@ func TestFaultOneOfThreeRecipientsRejected(t *testing.T) {
 	checkExit(t, h, "records=10 delivered=5 rejected=0 retried=0 skipped=5 dropped=0 malformed=0 recipients_rejected=5")
 }
 
+// TestFaultRecipientDeferred: one of three recipients refused for now (451 greylisting) while
+// the others accept. The chunk is retried and the retry goes to that recipient alone: everyone
+// ends with exactly one copy of every record.
+func TestFaultRecipientDeferred(t *testing.T) {
+	fs := startFaultServer(t, faultOptions{rejectRcpt: map[string]*smtp.SMTPError{
+		"grey@example.com": {Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try again later"},
+	}})
+	h := startFaultHost(t, faultKeys(fs, "SOC <soc@example.com>, Grey <grey@example.com>, CERT <cert@example.com>"))
+	data := numbered(0, 5)
+
+	if rc := h.Flush(0, faultTag, data); rc != flbRetry {
+		t.Fatalf("flush with a deferred recipient = %d, want FLB_RETRY; log:\n%s", rc, h.Log())
+	}
+	if l := h.LogLines("[ warn] [output:smtp:smtp.0] recipient deferred: address=grey@example.com", "code=451 enhanced_code=4.7.1"); len(l) != 5 {
+		t.Errorf("%d 'recipient deferred' lines, want 5 (one per message)\nlog:\n%s", len(l), h.Log())
+	}
+	fs.acceptRcpt("grey@example.com")
+	if rc := h.Flush(0, faultTag, data); rc != flbOK {
+		t.Fatalf("retry = %d, want FLB_OK; log:\n%s", rc, h.Log())
+	}
+	copies := map[string]map[string]int{} // recipient -> Message-ID -> copies
+	for _, m := range fs.Stored() {
+		for _, to := range m.EnvTo {
+			if copies[to] == nil {
+				copies[to] = map[string]int{}
+			}
+			copies[to][m.MessageID]++
+		}
+	}
+	for _, to := range []string{"soc@example.com", "grey@example.com", "cert@example.com"} {
+		if len(copies[to]) != 5 {
+			t.Errorf("%s received %d distinct emails, want 5", to, len(copies[to]))
+		}
+		for id, n := range copies[to] {
+			if n != 1 {
+				t.Errorf("%s received <%s> %d times, want once", to, id, n)
+			}
+		}
+	}
+	if rc := h.Flush(0, faultTag, data); rc != flbOK || len(fs.Stored()) != 10 {
+		t.Errorf("third flush = %d with %d messages stored, want FLB_OK and still 10", rc, len(fs.Stored()))
+	}
+}
+
 func TestFaultAuthenticationFailure(t *testing.T) {
 	fs := startFaultServer(t, faultOptions{users: map[string]string{"fluent": testPassword}, authRefused: true})
 	keys := faultKeys(fs, "soc@example.com")

@@ -209,6 +209,14 @@ func faultKeysAt(addr string, cert *testcert.Cert, to string) map[string]string 
 // acceptAuth makes the server accept the configured credentials from now on.
 func (fs *faultServer) acceptAuth() { fs.authOK.Store(true) }
 
+// acceptRcpt stops refusing the recipient addr (rejectRcpt), as a greylisting server does
+// after a while.
+func (fs *faultServer) acceptRcpt(addr string) {
+	fs.mu.Lock()
+	delete(fs.opt.rejectRcpt, addr)
+	fs.mu.Unlock()
+}
+
 // notify wakes waitUntil; fs.mu must be held.
 func (fs *faultServer) notify() {
 	close(fs.changed)
@@ -441,7 +449,10 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 
 // Rcpt implements smtp.Session.
 func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if e, ok := s.fs.opt.rejectRcpt[to]; ok {
+	s.fs.mu.Lock()
+	e, ok := s.fs.opt.rejectRcpt[to]
+	s.fs.mu.Unlock()
+	if ok {
 		return e
 	}
 	s.to = append(s.to, to)

@@ -105,6 +105,7 @@ type Instance struct {
 	send   Sender
 	log    Logger
 	ledger *Ledger
+	owed   *deferrals // recipients refused for now on emails others received
 	quiet  *repeats
 	guard  *guard             // nil when the storm guard is off
 	dead   *deadletter.Writer // nil without dead_letter_dir
@@ -133,6 +134,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		send:   s,
 		log:    log,
 		ledger: NewLedger(opt.LedgerSize),
+		owed:   newDeferrals(DefaultDeferredLimit),
 		quiet:  newRepeats(opt.RepeatWindow, opt.Now),
 		guard:  newGuard(opt.MaxEmailsPerMinute, opt.Now),
 		dead:   opt.DeadLetters,
@@ -432,6 +434,9 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			busy++
 			retry = true
 		case Claimed:
+			if to := in.owed.get(email.MessageID); to != nil {
+				email.Recipients = to // the others have it already
+			}
 			batch = append(batch, pending{email: email, entry: idx, at: e.Time})
 		}
 	}
@@ -472,19 +477,39 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 		id := p.email.MessageID
 		switch res.Outcome {
 		case mailer.Delivered:
-			in.ledger.Settle(id)
 			st.Delivered++
 			st.Bytes += len(p.email.Data)
 			if res.Elapsed > 0 {
 				st.Latencies = append(st.Latencies, res.Elapsed)
 			}
+			var owed []string
 			for _, r := range res.Rejected {
+				if r.Code >= 400 && r.Code < 500 {
+					owed = append(owed, r.Address)
+					in.log.Log(LevelWarn, fmt.Sprintf(
+						"recipient deferred: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s; the email will be sent to the deferred recipient(s) only, on retry",
+						r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
+					continue
+				}
 				st.RecipientsRejected++
 				in.log.Log(LevelError, fmt.Sprintf(
 					"recipient rejected: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s",
 					r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
 			}
+			if len(owed) > 0 && in.owed.set(id, owed) {
+				in.ledger.Release(id)
+				retry = true
+				break
+			}
+			if len(owed) > 0 {
+				in.log.Log(LevelError, fmt.Sprintf(
+					"message_id=<%s>: %d deferred recipient(s) dropped: more than %d emails are waiting for deferred recipients",
+					id, len(owed), DefaultDeferredLimit))
+			}
+			in.owed.done(id)
+			in.ledger.Settle(id)
 		case mailer.Rejected:
+			in.owed.done(id)
 			in.ledger.Settle(id) // never resent: 5xx is permanent
 			st.Rejected++
 			in.logRejected(tag, p, res)

@@ -746,3 +746,45 @@ func TestPanicReleasesClaims(t *testing.T) {
 		t.Errorf("flush after the panic = %d with %+v, want FLBOK and 5 delivered", code, st)
 	}
 }
+
+// TestDeferredRecipientRetriedAlone: a recipient refused with 4xx while others accepted the
+// email (452 too many recipients, greylisting) is owed the email: the chunk is retried, and the
+// retry goes to that recipient only; a 5xx recipient is logged and never retried.
+func TestDeferredRecipientRetriedAlone(t *testing.T) {
+	s := newSender()
+	var retryTo [][]string
+	s.decide = func(m mailer.Message, attempt int) mailer.Result {
+		if attempt == 1 {
+			return mailer.Result{Outcome: mailer.Delivered, Rejected: []mailer.RecipientError{
+				{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
+				{Address: "busy@example.com", Code: 452, EnhancedCode: "4.5.3", Message: "too many recipients"},
+			}}
+		}
+		retryTo = append(retryTo, m.To)
+		return mailer.Result{Outcome: mailer.Delivered}
+	}
+	log := &recorder{Max: LevelInfo}
+	in := newTestInstance(t, s, log, Options{})
+	data := records(2, nil)
+
+	if code, st := in.Flush("app", data); code != FLBRetry || st.Delivered != 2 || st.RecipientsRejected != 2 {
+		t.Fatalf("first flush: code %d stats %+v, want FLBRetry, 2 delivered, 2 recipients rejected (the 550s)", code, st)
+	}
+	if w := log.at(LevelWarn); len(w) != 2 || !strings.Contains(w[0], "recipient deferred: address=busy@example.com") || !strings.Contains(w[0], "code=452") {
+		t.Errorf("warn lines = %q, want one 'recipient deferred' line per email", w)
+	}
+	if code, _ := in.Flush("app", data); code != FLBOK {
+		t.Fatalf("second flush: code %d, want FLBOK", code)
+	}
+	if diff := cmp.Diff([][]string{{"busy@example.com"}, {"busy@example.com"}}, retryTo); diff != "" {
+		t.Errorf("retry recipients (-want +got):\n%s", diff)
+	}
+	if code, st := in.Flush("app", data); code != FLBOK || st.Skipped != 2 {
+		t.Errorf("third flush: code %d stats %+v, want FLBOK with both skipped", code, st)
+	}
+	for id, n := range s.sends() {
+		if n != 2 {
+			t.Errorf("Message-ID %s handed to the mailer %d times, want 2 (all, then the deferred recipient)", id, n)
+		}
+	}
+}

@@ -1,0 +1,47 @@
+package pipeline
+
+import "sync"
+
+// DefaultDeferredLimit bounds how many emails an instance remembers as delivered to some
+// recipients and still owed to others.
+const DefaultDeferredLimit = 10_000
+
+// deferrals remembers, per Message-ID, the recipients a server refused with a 4xx while it
+// accepted the email for others. The record goes back to Fluent Bit (FLB_RETRY) and the next
+// attempt is sent to those recipients only, so nobody who has the email gets it twice and
+// nobody refused for now is silently dropped (RFC 5321 4.5.3.1.10, 452 "too many recipients",
+// greylisting). Safe for concurrent use.
+type deferrals struct {
+	mu    sync.Mutex
+	m     map[string][]string
+	limit int
+}
+
+func newDeferrals(limit int) *deferrals {
+	return &deferrals{m: make(map[string][]string), limit: limit}
+}
+
+// get returns the recipients still owed the email, or nil.
+func (d *deferrals) get(id string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m[id]
+}
+
+// set records the recipients still owed the email; false when the table is full.
+func (d *deferrals) set(id string, to []string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.m[id]; !ok && len(d.m) >= d.limit {
+		return false
+	}
+	d.m[id] = to
+	return true
+}
+
+// done forgets id: every recipient has been served, for good or ill.
+func (d *deferrals) done(id string) {
+	d.mu.Lock()
+	delete(d.m, id)
+	d.mu.Unlock()
+}
