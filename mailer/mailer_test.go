@@ -322,8 +322,8 @@ func TestParallelSendsUseThePool(t *testing.T) {
 
 func TestCancelAbortsPromptly(t *testing.T) {
 	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
 	srv := startGoSMTP(t, &fakeBackend{data: func(*smtp.Conn, []byte) error { <-block; return nil }}, false, nil)
+	t.Cleanup(func() { releaseStalled(t, block, srv) }) // runs before the server's Close
 	cfg := testConfig(t, srv.addr, srv.cert, false)
 	cfg.Timeout = 1 << 62 // effectively none: only the cancellation can end the wait
 	m := newMailer(t, cfg)
@@ -345,8 +345,8 @@ func TestCancelAbortsPromptly(t *testing.T) {
 // hold a Send for one timeout per message; the rest are handed back as Retry after the first.
 func TestStalledServerCostsOneTimeout(t *testing.T) {
 	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
 	srv := startGoSMTP(t, &fakeBackend{data: func(*smtp.Conn, []byte) error { <-block; return nil }}, false, nil)
+	t.Cleanup(func() { releaseStalled(t, block, srv) }) // runs before the server's Close
 	cfg := testConfig(t, srv.addr, srv.cert, false)
 	cfg.Timeout = 300 * time.Millisecond
 	m := newMailer(t, cfg)
@@ -581,6 +581,24 @@ func mustDeliverB(b *testing.B, rs []Result) {
 	for i, r := range rs {
 		if r.Outcome != Delivered {
 			b.Fatalf("result %d = %v, %v", i, r.Outcome, r.Err)
+		}
+	}
+}
+
+// releaseStalled unblocks a server stalled in its data handler and waits until its sessions
+// have ended, so that closing the server does not race go-smtp's own BDAT handling (a data
+// race inside go-smtp v0.25.1 between Server.Close and handleBdat).
+func releaseStalled(t *testing.T, block chan struct{}, srv *goSMTP) {
+	t.Helper()
+	close(block)
+	deadline := time.After(10 * time.Second)
+	for srv.live() > 0 {
+		select {
+		case <-srv.logouts:
+		case <-time.After(10 * time.Millisecond): // logouts may have been read elsewhere
+		case <-deadline:
+			t.Errorf("stalled sessions did not end within 10 s")
+			return
 		}
 	}
 }

@@ -32,6 +32,7 @@ type gotMsg struct {
 type fakeBackend struct {
 	mu       sync.Mutex
 	sessions int
+	ended    int // sessions that logged out
 	msgs     []gotMsg
 	// logouts receives once per ended session.
 	logouts chan struct{}
@@ -65,6 +66,13 @@ func (be *fakeBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return s, nil
 }
 
+// live returns how many sessions have started and not yet ended.
+func (be *fakeBackend) live() int {
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	return be.sessions - be.ended
+}
+
 func (be *fakeBackend) Sessions() int {
 	be.mu.Lock()
 	defer be.mu.Unlock()
@@ -88,6 +96,9 @@ type fakeSession struct {
 func (s *fakeSession) Reset() { s.from, s.to = "", nil }
 
 func (s *fakeSession) Logout() error {
+	s.be.mu.Lock()
+	s.be.ended++
+	s.be.mu.Unlock()
 	select {
 	case s.be.logouts <- struct{}{}:
 	default:
