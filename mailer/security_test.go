@@ -46,26 +46,11 @@ func startPlain(t *testing.T, ehlo []string, reply func(string) (string, bool)) 
 		t.Fatal(err)
 	}
 	s := &plainServer{addr: l.Addr().String(), ehlo: ehlo, reply: reply, done: make(chan struct{}, 16)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns++
-			s.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { s.done <- struct{}{} }()
-				defer c.Close()
-				s.serve(c)
-			}()
-		}
-	}()
+	acceptLoop(t, l, &s.mu, &s.conns, func(c net.Conn) {
+		defer func() { s.done <- struct{}{} }() // after the close: done means disconnected
+		defer c.Close()
+		s.serve(c)
+	})
 	return s
 }
 

@@ -330,6 +330,16 @@ func startScripted(t *testing.T, ehlo string, reply func(line string, n int) str
 		t.Fatal(err)
 	}
 	s := &scripted{addr: l.Addr().String(), cert: cert, reply: reply, ehlo: ehlo, done: make(chan struct{}, 100)}
+	acceptLoop(t, l, &s.mu, &s.conns, func(c net.Conn) {
+		s.serve(c)
+		s.done <- struct{}{}
+	})
+	return s
+}
+
+// acceptLoop serves every connection l accepts with serve (closing it afterwards), counting
+// them in *conns under mu; when the test ends it closes l and waits for the handlers.
+func acceptLoop(t *testing.T, l net.Listener, mu *sync.Mutex, conns *int, serve func(net.Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	go func() {
@@ -338,19 +348,17 @@ func startScripted(t *testing.T, ehlo string, reply func(line string, n int) str
 			if err != nil {
 				return
 			}
-			s.mu.Lock()
-			s.conns++
-			s.mu.Unlock()
+			mu.Lock()
+			*conns++
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				s.serve(c)
-				s.done <- struct{}{}
+				serve(c)
 			}()
 		}
 	}()
-	return s
 }
 
 func (s *scripted) Cmds() []string {
