@@ -55,19 +55,7 @@ func (r *fluentBitRun) waitLog(within time.Duration, parts ...string) string {
 }
 
 // logLines returns fluent-bit's log lines that contain every one of parts.
-func (r *fluentBitRun) logLines(parts ...string) []string {
-	var out []string
-	for _, l := range strings.Split(r.log(), "\n") {
-		ok := l != ""
-		for _, p := range parts {
-			ok = ok && strings.Contains(l, p)
-		}
-		if ok {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func (r *fluentBitRun) logLines(parts ...string) []string { return linesWith(r.log(), parts...) }
 
 // storedAtLeast waits until the server stored n messages.
 func storedAtLeast(fs *faultServer, n int) {

@@ -287,9 +287,12 @@ func (h *Host) Log() string {
 }
 
 // LogLines returns the log lines that contain every one of parts.
-func (h *Host) LogLines(parts ...string) []string {
+func (h *Host) LogLines(parts ...string) []string { return linesWith(h.Log(), parts...) }
+
+// linesWith returns the non-empty lines of log that contain every one of parts.
+func linesWith(log string, parts ...string) []string {
 	var out []string
-	for _, l := range strings.Split(h.Log(), "\n") {
+	for _, l := range strings.Split(log, "\n") {
 		ok := l != ""
 		for _, p := range parts {
 			ok = ok && strings.Contains(l, p)
