@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"unsafe"
 
 	flb "github.com/fluent/fluent-bit-go/output"
@@ -27,10 +26,6 @@ const (
 	pluginName  = "smtp"
 	description = "Deliver every record as one signed email over SMTP"
 )
-
-// instanceCount numbers the instances of this process in the order Fluent Bit initialises
-// them: smtp.0, smtp.1, ...
-var instanceCount atomic.Int64
 
 // instance is what FLBPluginSetContext stores for one [OUTPUT] section.
 type instance struct {
@@ -81,8 +76,7 @@ func FLBPluginRegister(def unsafe.Pointer) (rc C.int) {
 //
 //export FLBPluginInit
 func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
-	name := fmt.Sprintf("%s.%d", pluginName, instanceCount.Add(1)-1)
-	var log pipeline.Logger = stderrLogger(name)
+	var log pipeline.Logger = stderrLogger(pluginName)
 	defer func() {
 		if p := recover(); p != nil {
 			log.Log(pipeline.LevelError, fmt.Sprintf("not started: internal error: %v", p))
@@ -97,6 +91,7 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 		return flb.FLB_ERROR
 	}
 	p := (*C.struct_smtpout_flbgo_output_plugin)(plugin)
+	name := instanceName(p.o_ins)
 	log = newLogger(p.api, p.o_ins, name)
 
 	g := &initGetter{plugin: plugin, values: make(map[string]string)}

@@ -31,10 +31,15 @@ func fluentBit(t *testing.T) string {
 	return bin
 }
 
-// outputSection is one [OUTPUT] section of the generated configuration.
+// outputSection is one [OUTPUT] section of the generated configuration: an smtp output
+// (Workers 2, Retry_Limit 5 unless retryLimit says otherwise) or, with plugin set, another
+// of Fluent Bit's outputs with only Match.
 type outputSection struct {
-	match string
-	keys  map[string]string
+	plugin     string // "" is smtp
+	alias      string
+	match      string
+	retryLimit string
+	keys       map[string]string
 }
 
 // fluentBitRun is one fluent-bit process reading records from a forward input on a Unix
@@ -47,22 +52,28 @@ type fluentBitRun struct {
 	waited  chan error
 }
 
-// writeConfig writes a classic fluent-bit.conf and returns its path.
-func writeConfig(t *testing.T, dir, sock string, outputs []outputSection) string {
+// writeConfig writes a classic fluent-bit.conf and returns its path; service adds keys to
+// [SERVICE].
+func writeConfig(t *testing.T, dir, sock string, service map[string]string, outputs []outputSection) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n\n")
-	fmt.Fprintf(&b, "[INPUT]\n    Name         forward\n    Unix_Path    %s\n    Unix_Perm    0600\n\n", sock)
+	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n")
+	writeKeys(&b, service)
+	fmt.Fprintf(&b, "\n[INPUT]\n    Name         forward\n    Unix_Path    %s\n    Unix_Perm    0600\n\n", sock)
 	for _, o := range outputs {
-		fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Workers      2\n    Retry_Limit  5\n", o.match)
-		names := make([]string, 0, len(o.keys))
-		for k := range o.keys {
-			names = append(names, k)
+		if o.plugin != "" {
+			fmt.Fprintf(&b, "[OUTPUT]\n    Name         %s\n    Match        %s\n", o.plugin, o.match)
+		} else {
+			limit := o.retryLimit
+			if limit == "" {
+				limit = "5"
+			}
+			fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Workers      2\n    Retry_Limit  %s\n", o.match, limit)
 		}
-		sort.Strings(names)
-		for _, k := range names {
-			fmt.Fprintf(&b, "    %-12s %s\n", k, o.keys[k])
+		if o.alias != "" {
+			fmt.Fprintf(&b, "    Alias        %s\n", o.alias)
 		}
+		writeKeys(&b, o.keys)
 		b.WriteString("\n")
 	}
 	path := filepath.Join(dir, "fluent-bit.conf")
@@ -72,15 +83,33 @@ func writeConfig(t *testing.T, dir, sock string, outputs []outputSection) string
 	return path
 }
 
-// startFluentBit runs fluent-bit with smtpout.so and the given outputs. When wantReady, it
-// waits until the forward socket exists.
+// writeKeys writes keys as indented "key value" lines, sorted.
+func writeKeys(b *strings.Builder, keys map[string]string) {
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(b, "    %-15s %s\n", k, keys[k])
+	}
+}
+
+// startFluentBit runs fluent-bit with smtpout.so and the given outputs.
 func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool) *fluentBitRun {
+	t.Helper()
+	return startFluentBitWith(t, nil, outputs, wantReady)
+}
+
+// startFluentBitWith is startFluentBit with extra [SERVICE] keys. When wantReady, it waits
+// until the forward input accepts a connection.
+func startFluentBitWith(t *testing.T, service map[string]string, outputs []outputSection, wantReady bool) *fluentBitRun {
 	t.Helper()
 	bin := fluentBit(t)
 	so, _ := artifacts(t)
 	dir := t.TempDir()
 	r := &fluentBitRun{t: t, sock: filepath.Join(dir, "forward.sock"), logPath: filepath.Join(dir, "fluent-bit.log"), waited: make(chan error, 1)}
-	conf := writeConfig(t, dir, r.sock, outputs)
+	conf := writeConfig(t, dir, r.sock, service, outputs)
 	logFile, err := os.Create(r.logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +132,7 @@ func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool) *flue
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(r.sock); err == nil {
+		if r.accepting() {
 			return r
 		}
 		select {
@@ -116,6 +145,17 @@ func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool) *flue
 			t.Fatalf("fluent-bit's forward socket did not appear within 30s\n%s", r.log())
 		}
 	}
+}
+
+// accepting reports whether the forward input takes connections. Its socket file appears at
+// bind(), before listen(): only a connection proves it ready.
+func (r *fluentBitRun) accepting() bool {
+	conn, err := net.Dial("unix", r.sock)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 func (r *fluentBitRun) log() string {

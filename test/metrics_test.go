@@ -5,10 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -208,90 +204,20 @@ func TestMetricsOffWithoutCmetrics(t *testing.T) {
 // TestFluentBitMetricsEndpoint runs the scenario of TestMetricsThroughCmetrics through a real
 // Fluent Bit (FLUENT_BIT) and reads the counters from its Prometheus endpoint.
 func TestFluentBitMetricsEndpoint(t *testing.T) {
-	bin := fluentBit(t)
+	fluentBit(t)
 	cert := testcert.New(t)
 	mp := mailpit.Start(t, mailpit.Options{TLS: mailpit.ImplicitTLS, CertFile: cert.CertFile, KeyFile: cert.KeyFile,
 		AllowedRecipients: "^ok"})
 	srv := &server{mp: mp, cert: cert}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close() // Fluent Bit needs a fixed HTTP_Port: take a free one
-
-	so, _ := artifacts(t)
-	dir := t.TempDir()
-	fb := &fluentBitRun{t: t, sock: filepath.Join(dir, "forward.sock"), logPath: filepath.Join(dir, "fluent-bit.log"), waited: make(chan error, 1)}
-	var b strings.Builder
-	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n    HTTP_Server  On\n    HTTP_Listen  127.0.0.1\n    HTTP_Port    %d\n\n", port)
-	fmt.Fprintf(&b, "[INPUT]\n    Name         forward\n    Unix_Path    %s\n    Unix_Perm    0600\n\n", fb.sock)
+	port := freePort(t) // Fluent Bit needs a fixed HTTP_Port
+	var outs []outputSection
 	for _, o := range []struct{ match, to string }{{"ok.*", "ok@example.com, refused@example.com"}, {"refused.*", "refused@example.com"}} {
-		fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Retry_Limit  no_limits\n", o.match)
-		keys := baseKeys(srv, o.to)
-		names := make([]string, 0, len(keys))
-		for k := range keys {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			fmt.Fprintf(&b, "    %-15s %s\n", k, keys[k])
-		}
-		b.WriteString("\n")
+		outs = append(outs, outputSection{match: o.match, retryLimit: "no_limits", keys: baseKeys(srv, o.to)})
 	}
-	conf := filepath.Join(dir, "fluent-bit.conf")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(fb.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	fb.cmd = exec.Command(bin, "-e", so, "-c", conf)
-	fb.cmd.Stdout, fb.cmd.Stderr = logFile, logFile
-	if err := fb.cmd.Start(); err != nil {
-		t.Fatalf("start fluent-bit: %v", err)
-	}
-	go func() { fb.waited <- fb.cmd.Wait() }()
-	t.Cleanup(func() {
-		fb.stop()
-		if t.Failed() {
-			t.Logf("fluent-bit log:\n%s", fb.log())
-		}
-	})
-
-	url := fmt.Sprintf("http://127.0.0.1:%d/api/v2/metrics/prometheus", port)
-	scrape := func() string {
-		resp, err := http.Get(url)
-		if err != nil {
-			return ""
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
-	waitFor := func(what string, ok func(string) bool) string {
-		deadline := time.Now().Add(time.Minute)
-		for {
-			body := scrape()
-			if ok(body) {
-				return body
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not seen within a minute; last scrape:\n%s", what, body)
-			}
-			select {
-			case err := <-fb.waited:
-				fb.waited <- err
-				t.Fatalf("fluent-bit exited: %v\n%s", err, fb.log())
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
+	fb := startFluentBitWith(t, httpServer(port), outs, false)
+	waitFor := func(what string, ok func(string) bool) string { return fb.waitMetrics(port, what, ok) }
 	waitFor("the smtp counters and the forward socket", func(s string) bool {
-		_, err := os.Stat(fb.sock)
-		return err == nil && strings.Contains(s, "fluentbit_smtp_emails_delivered_total")
+		return fb.accepting() && strings.Contains(s, "fluentbit_smtp_emails_delivered_total")
 	})
 	fb.send("ok.app", numbered(0, 3))
 	fb.send("refused.app", numbered(10, 2))
@@ -310,6 +236,60 @@ func TestFluentBitMetricsEndpoint(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the Prometheus endpoint lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago, for a server (Fluent Bit's
+// HTTP server) that cannot be given port 0.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// httpServer is the [SERVICE] section's keys for Fluent Bit's HTTP server on 127.0.0.1:port.
+func httpServer(port int) map[string]string {
+	return map[string]string{"HTTP_Server": "On", "HTTP_Listen": "127.0.0.1", "HTTP_Port": fmt.Sprint(port)}
+}
+
+// scrapeClient opens a connection per scrape and gives up after a few seconds: a hot reload
+// restarts Fluent Bit's HTTP server, and a kept-alive connection to the old one never answers.
+var scrapeClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// scrapeMetrics returns Fluent Bit's Prometheus page, or "" while it does not answer.
+func scrapeMetrics(port int) string {
+	resp, err := scrapeClient.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v2/metrics/prometheus", port))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// waitMetrics scrapes Fluent Bit's Prometheus page on port until ok accepts it (a minute at
+// most) and returns it; it fails the test if Fluent Bit exits first.
+func (r *fluentBitRun) waitMetrics(port int, what string, ok func(string) bool) string {
+	r.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		body := scrapeMetrics(port)
+		if ok(body) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: not seen within a minute; last scrape:\n%s", what, body)
+		}
+		select {
+		case err := <-r.waited:
+			r.waited <- err
+			r.t.Fatalf("fluent-bit exited: %v\n%s", err, r.log())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }

@@ -156,7 +156,7 @@ func checkOutput(w io.Writer, o fbconf.Output) (ok bool, warnings int) {
 	}
 	fmt.Fprintln(w, title)
 
-	log := &checkLogger{w: w, name: o.Instance}
+	log := &checkLogger{w: w, name: o.Label()}
 	in := pipeline.Open(config.MapGetter(o.Keys), log, pipeline.Options{})
 	if in != nil {
 		_ = in.Close() // nothing was dialled: closing only releases the instance
@@ -173,15 +173,15 @@ func checkOutput(w io.Writer, o fbconf.Output) (ok bool, warnings int) {
 	}
 	warnings += log.warnings
 	if in == nil || log.errors > 0 {
-		fmt.Fprintf(w, "FAILED %s: Fluent Bit would refuse to start (%d error line(s) above)\n", o.Instance, log.errors)
+		fmt.Fprintf(w, "FAILED %s: Fluent Bit would refuse to start (%d error line(s) above)\n", o.Label(), log.errors)
 		return false, warnings
 	}
 	cfg, err := parseOutput(o)
 	if err != nil { // cannot happen: Open parsed the same keys
-		fmt.Fprintf(w, "FAILED %s: %v\n", o.Instance, err)
+		fmt.Fprintf(w, "FAILED %s: %v\n", o.Label(), err)
 		return false, warnings
 	}
-	fmt.Fprintf(w, "OK %s: %s\n", o.Instance, pipeline.EffectiveConfig(cfg))
+	fmt.Fprintf(w, "OK %s: %s\n", o.Label(), pipeline.EffectiveConfig(cfg))
 	return true, warnings
 }
 

@@ -100,7 +100,7 @@ pipeline:
 			wantCode: 1,
 			want: []string{
 				"fluent-bit.yaml:7: [OUTPUT] smtp.1 (alias good-mail)",
-				"OK smtp.1: dest_host=smtp.corp.com:465 tls=implicit",
+				"OK good-mail: dest_host=smtp.corp.com:465 tls=implicit",
 				"fluent-bit.yaml:13: [OUTPUT] smtp.2",
 				`[error] [output:smtp:smtp.2] configuration: dest_email: "soc@corp.com,,x@corp.com": address 2 is empty (a stray comma?)`,
 				`[error] [output:smtp:smtp.2] configuration: secret_key: is required`,

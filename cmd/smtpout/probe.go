@@ -178,16 +178,16 @@ func runProbe(e *env, args []string) int {
 		fmt.Fprintf(e.stdout, "warning: %s\n", w)
 	}
 	res, err := probe(ctx, cfg)
-	formatProbe(e.stdout, o.Instance, cfg, res, time.Now())
+	formatProbe(e.stdout, o.Label(), cfg, res, time.Now())
 	if err != nil {
 		text, hint := failure(cfg, err)
-		fmt.Fprintf(e.stdout, "FAILED %s: %s\n", o.Instance, text)
+		fmt.Fprintf(e.stdout, "FAILED %s: %s\n", o.Label(), text)
 		if hint != "" {
 			fmt.Fprintf(e.stdout, "  hint: %s\n", hint)
 		}
 		return exitFail
 	}
-	fmt.Fprintf(e.stdout, "OK %s: the server accepts this output's connection, TLS and credentials\n", o.Instance)
+	fmt.Fprintf(e.stdout, "OK %s: the server accepts this output's connection, TLS and credentials\n", o.Label())
 	return exitOK
 }
 

@@ -123,7 +123,7 @@ func TestProbeSelectsOutput(t *testing.T) {
 	}
 	for _, sel := range []string{"ops", "smtp.1", "1"} {
 		r = runCmd(t, nil, "", "probe", "-c", path, "--output", sel)
-		if r.code != exitOK || !strings.Contains(r.stdout, "OK smtp.1") {
+		if r.code != exitOK || !strings.Contains(r.stdout, "OK ops: ") {
 			t.Errorf("probe --output %s = %d:\n%s", sel, r.code, r.stdout)
 		}
 	}

@@ -94,7 +94,7 @@ func runSend(e *env, args []string) int {
 	}
 	r, err := output.New(cfg)
 	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED %s: %v\n", o.Instance, err)
+		fmt.Fprintf(e.stdout, "FAILED %s: %v\n", o.Label(), err)
 		return exitFail
 	}
 
@@ -129,7 +129,7 @@ func runSend(e *env, args []string) int {
 
 	m, err := mailer.New(cfg)
 	if err != nil {
-		fmt.Fprintf(e.stdout, "FAILED %s: %v\n", o.Instance, err)
+		fmt.Fprintf(e.stdout, "FAILED %s: %v\n", o.Label(), err)
 		return exitFail
 	}
 	defer m.Close()
@@ -143,7 +143,7 @@ func runSend(e *env, args []string) int {
 	for i, it := range items {
 		msgs[i] = mailer.Message{ID: it.email.MessageID, From: it.email.From, To: it.email.Recipients, Data: it.email.Data}
 	}
-	fmt.Fprintf(e.stdout, "sending %d email(s) through %s (%s) to %s\n", len(msgs), o.Instance, cfg.Address(), strings.Join(cfg.Recipients(), ", "))
+	fmt.Fprintf(e.stdout, "sending %d email(s) through %s (%s) to %s\n", len(msgs), o.Label(), cfg.Address(), strings.Join(cfg.Recipients(), ", "))
 	results := m.Send(ctx, msgs)
 	for i, it := range items {
 		var res mailer.Result
