@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test unit lint mailpit bench fuzz soak demo docker clean
+.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak demo docker clean
 
 all: smtpout.so smtpout
 
@@ -33,6 +33,23 @@ lint:
 # Every test, race detector on; mailpit-backed tests fail rather than skip when SMTPOUT_REQUIRE_MAILPIT=1.
 test: mailpit
 	SMTPOUT_REQUIRE_MAILPIT=1 MAILPIT=$(BIN)/mailpit $(GO) test -race -count=1 $(GOFLAGS) ./...
+
+# Every end-to-end test that needs a real Fluent Bit (they are named TestFluentBit... and skip
+# without FLUENT_BIT), once against each binary in FLUENT_BIT_DIR: 4.2.8 and 5.1.1 are kept
+# in ../shared/fluent-bit. The full log of each run is left in bin/fluentbit-VERSION.log.
+FLUENT_BIT_DIR      ?= $(abspath $(CURDIR)/../shared/fluent-bit)
+FLUENT_BIT_VERSIONS ?= 4.2.8 5.1.1
+test-fluentbit: mailpit
+	@for v in $(FLUENT_BIT_VERSIONS); do \
+	  fb="$(FLUENT_BIT_DIR)/$$v/fluent-bit"; log="$(BIN)/fluentbit-$$v.log"; \
+	  if [ ! -x "$$fb" ]; then echo "test-fluentbit: no Fluent Bit $$v at $$fb"; exit 1; fi; \
+	  echo "=== end-to-end tests through real Fluent Bit $$v ($$fb)"; \
+	  FLUENT_BIT="$$fb" SMTPOUT_REQUIRE_MAILPIT=1 MAILPIT=$(BIN)/mailpit \
+	    $(GO) test -race -count=1 -timeout 20m -run FluentBit -v $(GOFLAGS) ./... >"$$log" 2>&1; rc=$$?; \
+	  grep -E '^(--- (PASS|FAIL|SKIP)|ok |FAIL|panic:)' "$$log" | grep -v 'no tests to run'; \
+	  echo "Fluent Bit $$v: $$(grep -c -- '^--- PASS' "$$log") passed, $$(grep -c -- '^--- FAIL' "$$log") failed, $$(grep -c -- '^--- SKIP' "$$log") skipped"; \
+	  if [ $$rc -ne 0 ]; then echo "--- tail of $$log:"; tail -n 150 "$$log"; exit $$rc; fi; \
+	done
 
 unit:
 	CGO_ENABLED=0 $(GO) test -count=1 ./config/... ./output/... ./mailer/... ./chunk/... ./fbconf/... ./cmd/... ./internal/...

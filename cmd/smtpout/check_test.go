@@ -222,3 +222,25 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckShippedConfigs: the configurations this repository ships start the plugin (every
+// key valid), with the environment docker-compose.yml and demo/run.sh give them.
+func TestCheckShippedConfigs(t *testing.T) {
+	tests := []struct {
+		path string
+		env  map[string]string
+	}{
+		{"../../fluent-bit.conf.example", map[string]string{"SMTP_PASSWORD": testPassword, "SMTPOUT_SECRET_KEY": testSecret}},
+		{"../../demo/fluent-bit.conf", map[string]string{"DEMO_DIR": "../../demo", "SMTP_HOST": "localhost:1465"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			r := runCmd(t, tc.env, "", "check", "-c", tc.path)
+			if r.code != exitOK {
+				t.Errorf("check -c %s = %d, want %d:\n%s%s", tc.path, r.code, exitOK, r.stdout, r.stderr)
+			}
+			assertInOrder(t, r.stdout, []string{"OK smtp.0: ", "1 smtp output(s): 1 OK, 0 FAILED"})
+			assertNoSecrets(t, r, testSecret, testPassword)
+		})
+	}
+}
