@@ -92,7 +92,7 @@ func (s *session) tokenAuthenticate(ctx context.Context, mech string, pr *ProbeR
 	m, addr := s.m, s.m.addr
 	tok, err := m.tokens.Token(ctx)
 	if err != nil {
-		se := &StepError{Step: StepToken, Addr: m.tokens.Endpoint(), Err: err, operator: true}
+		se := &StepError{Step: StepToken, Err: err, operator: true} // err names the endpoint
 		var oe *oauth.Error
 		if errors.As(err, &oe) && oe.Hint == "" && oe.Status == 0 {
 			se.Hint = "the token endpoint cannot be reached: check auth_token_url, the network and tls_ca_file"

@@ -152,22 +152,28 @@ func (p *Provider) Endpoint() string { return p.endpoint }
 // Stats returns how many token requests succeeded and failed so far.
 func (p *Provider) Stats() Stats { return Stats{OK: p.ok.Load(), Failed: p.failed.Load()} }
 
-// refreshAt is when t should be renewed: a minute before expiry, or a third of its lifetime
-// before it when it lives less than three minutes.
+// ahead is how long before expiry t is renewed: a minute, or a third of its lifetime when it
+// lives less than three minutes.
+func ahead(t *Token) time.Duration {
+	if l := t.Lifetime(); l < 3*RefreshAhead {
+		return l / 3
+	}
+	return RefreshAhead
+}
+
+// refreshAt is when t should be renewed (zero: never, its expiry is unknown).
 func refreshAt(t *Token) time.Time {
 	if t.Expiry.IsZero() {
 		return time.Time{}
 	}
-	ahead := RefreshAhead
-	if l := t.Lifetime(); l < 3*RefreshAhead {
-		ahead = l / 3
-	}
-	return t.Expiry.Add(-ahead)
+	return t.Expiry.Add(-ahead(t))
 }
 
-// usable reports whether t can still be presented at now (not expired).
+// usable reports whether t may still be handed out at now while a renewal is in flight or
+// backing off: it has at least half of the renewal margin left, so it does not expire on its
+// way to the server.
 func usable(t *Token, now time.Time) bool {
-	return t != nil && (t.Expiry.IsZero() || now.Before(t.Expiry))
+	return t != nil && (t.Expiry.IsZero() || now.Before(t.Expiry.Add(-ahead(t)/2)))
 }
 
 // fresh reports whether t needs no renewal at now.

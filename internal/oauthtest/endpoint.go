@@ -242,6 +242,12 @@ func (e *Endpoint) Problems() []string {
 	return append([]string(nil), e.problems...)
 }
 
+// Mint issues a token without a request, as a sidecar that keeps auth_token_file fresh
+// would have obtained it; it is not counted in Requests.
+func (e *Endpoint) Mint(lifetime time.Duration) string {
+	return e.issue(GrantSecretPost, "", lifetime)
+}
+
 // RevokeAll revokes every token issued so far.
 func (e *Endpoint) RevokeAll() {
 	e.mu.Lock()
@@ -289,6 +295,9 @@ func entraTrace() string {
 
 func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	if e.Down.Load() {
+		e.mu.Lock()
+		e.requests["down/error"]++
+		e.mu.Unlock()
 		if hj, ok := w.(http.Hijacker); ok {
 			if c, _, err := hj.Hijack(); err == nil {
 				_ = c.Close()

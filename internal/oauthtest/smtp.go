@@ -48,8 +48,9 @@ type SMTP struct {
 	notify   chan struct{}
 }
 
-// NewSMTP starts the server (certificate from ep.CA); it stops when the test ends.
-func NewSMTP(t testing.TB, ep *Endpoint) *SMTP {
+// NewSMTP starts the server (certificate from ep.CA); it stops when the test ends. Options
+// change the go-smtp server before it serves (ReadTimeout: how long a connection may idle).
+func NewSMTP(t testing.TB, ep *Endpoint, opts ...func(*smtp.Server)) *SMTP {
 	t.Helper()
 	s := &SMTP{ep: ep, authOK: map[string]int{}, authFail: map[string]int{}, notify: make(chan struct{}, 1)}
 	s.srv = smtp.NewServer(s)
@@ -57,6 +58,9 @@ func NewSMTP(t testing.TB, ep *Endpoint) *SMTP {
 	s.srv.ReadTimeout = 30 * time.Second
 	s.srv.WriteTimeout = 30 * time.Second
 	s.srv.ErrorLog = quietLog{}
+	for _, o := range opts {
+		o(s.srv)
+	}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", ep.CA.ServerTLS())
 	if err != nil {
 		t.Fatal(err)
