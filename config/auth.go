@@ -11,6 +11,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -169,6 +171,11 @@ func (p *parser) auth(c *Config) {
 		for _, k := range tokenKeys {
 			p.fail(k, "", "is only used with auth_mechanism xoauth2 or oauthbearer")
 		}
+		if c.Password != "" {
+			if w := passwordWarning(c.Host); w != "" {
+				c.Warnings = append(c.Warnings, w)
+			}
+		}
 		if (c.Username == "") != (c.Password == "") {
 			if c.Username == "" {
 				p.fail("username", "", "is required when password is set (set both or neither)")
@@ -276,6 +283,30 @@ func (p *parser) auth(c *Config) {
 			p.fail("auth_client_auth", v, "must be post or basic")
 		}
 	}
+}
+
+// passwordWarning warns about password authentication to a relay that is turning it off.
+func passwordWarning(host string) string {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	switch {
+	case h == "smtp.office365.com" || h == "smtp-legacy.office365.com" || strings.HasSuffix(h, ".outlook.com"):
+		return fmt.Sprintf("dest_host %s is Exchange Online, which disables password (Basic) authentication for SMTP AUTH by default at the end of December 2026 (MC786329; then 535 5.7.139 or 550 5.7.30): switch to auth_mechanism xoauth2 with auth_token_url, auth_client_id and auth_client_secret, a certificate or workload identity (README: Exchange Online)", host)
+	case h == "smtp.gmail.com" || h == "smtp-relay.gmail.com":
+		return fmt.Sprintf("dest_host %s is Gmail, which accepts no account password from Google Workspace accounts since May 1, 2025 (an app password only where the administrator allows it): switch to auth_mechanism xoauth2 with auth_service_account_file (README: Google Workspace)", host)
+	}
+	return ""
+}
+
+// SecretKey reads secret_key, or secret_key_file, with the trimming Parse applies, for
+// tools that need only the shared secret (smtpout verify). It never returns the value in an
+// error.
+func SecretKey(g Getter) (Secret, error) {
+	p := &parser{get: g}
+	s := p.secret("secret_key", "secret_key_file")
+	if len(p.errs) > 0 {
+		return "", errors.Join(p.errs...)
+	}
+	return s, nil
 }
 
 // scopes splits auth_scope at spaces and commas.
