@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -279,5 +280,31 @@ func TestOAuthSingleFlight(t *testing.T) {
 	wg.Wait()
 	if diff := cmp.Diff(map[string]int{"private_key_jwt/ok": 1}, ep.Requests()); diff != "" {
 		t.Errorf("token requests (-want +got):\n%s", diff)
+	}
+}
+
+// A connection opened with a token that then expires keeps working: the token is checked at
+// AUTH only, and the pooled connection is reused without a new token.
+func TestOAuthConnectionOutlivesItsToken(t *testing.T) {
+	ep := oauthtest.NewEndpoint(t, oauthUser)
+	ep.Lifetime.Store(int64(time.Second))
+	srv := oauthtest.NewSMTP(t, ep)
+	g := oauthKeys(ep, srv, "xoauth2", "secret_post")
+	g["max_connections"] = "1"
+	m := oauthMailer(t, g)
+	mustDeliver(t, m.Send(context.Background(), msgs(1)))
+	toks := ep.Tokens()
+	if len(toks) != 1 {
+		t.Fatalf("%d tokens issued, want 1", len(toks))
+	}
+	for ep.Live(toks[0], oauthUser) {
+		time.Sleep(50 * time.Millisecond) // until the token has expired at the endpoint
+	}
+	mustDeliver(t, m.Send(context.Background(), msgs(1)))
+	if d := m.Dials(); d != 1 {
+		t.Errorf("%d connections opened, want 1 (the first, reused after its token expired)", d)
+	}
+	if got := ep.Requests()["secret_post/ok"]; got != 1 {
+		t.Errorf("%d token requests, want 1", got)
 	}
 }

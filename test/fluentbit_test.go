@@ -47,11 +47,16 @@ type fluentBitRun struct {
 	waited  chan error
 }
 
-// writeConfig writes a classic fluent-bit.conf and returns its path.
-func writeConfig(t *testing.T, dir, sock string, outputs []outputSection) string {
+// writeConfig writes a classic fluent-bit.conf and returns its path; service are extra
+// [SERVICE] lines ("HTTP_Server On").
+func writeConfig(t *testing.T, dir, sock string, outputs []outputSection, service ...string) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n\n")
+	fmt.Fprintf(&b, "[SERVICE]\n    Flush        0.2\n    Grace        5\n    Log_Level    info\n")
+	for _, l := range service {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "[INPUT]\n    Name         forward\n    Unix_Path    %s\n    Unix_Perm    0600\n\n", sock)
 	for _, o := range outputs {
 		fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Workers      2\n    Retry_Limit  5\n", o.match)
@@ -72,15 +77,15 @@ func writeConfig(t *testing.T, dir, sock string, outputs []outputSection) string
 	return path
 }
 
-// startFluentBit runs fluent-bit with smtpout.so and the given outputs. When wantReady, it
-// waits until the forward socket exists.
-func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool) *fluentBitRun {
+// startFluentBit runs fluent-bit with smtpout.so and the given outputs (and extra [SERVICE]
+// lines). When wantReady, it waits until the forward socket exists.
+func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool, service ...string) *fluentBitRun {
 	t.Helper()
 	bin := fluentBit(t)
 	so, _ := artifacts(t)
 	dir := t.TempDir()
 	r := &fluentBitRun{t: t, sock: filepath.Join(dir, "forward.sock"), logPath: filepath.Join(dir, "fluent-bit.log"), waited: make(chan error, 1)}
-	conf := writeConfig(t, dir, r.sock, outputs)
+	conf := writeConfig(t, dir, r.sock, outputs, service...)
 	logFile, err := os.Create(r.logPath)
 	if err != nil {
 		t.Fatal(err)

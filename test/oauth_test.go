@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -394,12 +397,29 @@ func TestFluentBitOAuthRevokedTokenReplaced(t *testing.T) {
 	srv := oauthtest.NewSMTP(t, ep)
 	keys := oauthKeys(t, ep, srv, oauthSources[0], "soc@soc.example")
 	keys["log_level"] = "debug"
-	fb := startFaultFluentBit(t, keys)
+	port := freePort(t)
+	fb := startFluentBit(t, []outputSection{{match: "*", keys: keys}}, true,
+		"HTTP_Server On", "HTTP_Listen 127.0.0.1", fmt.Sprintf("HTTP_Port %d", port))
 	fb.send(faultTag, numbered(0, 3))
 	srv.WaitMessages(3, fbWait)
 	srv.Revoke()
 	fb.send(faultTag, numbered(3, 1))
 	srv.WaitMessages(4, fbWait)
+	// The counters on Fluent Bit's own Prometheus endpoint: two tokens, one refused AUTH.
+	want := []string{
+		`fluentbit_smtp_token_requests_ok_total{name="smtp.0"} 2`,
+		`fluentbit_smtp_token_requests_failed_total{name="smtp.0"} 0`,
+		`fluentbit_smtp_auth_failures_total{name="smtp.0"} 1`,
+	}
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); <-time.After(200 * time.Millisecond) {
+		if body = scrapeMetrics(port); containsAll(body, want) {
+			break
+		}
+	}
+	if !containsAll(body, want) {
+		t.Errorf("Fluent Bit's metrics lack %q:\n%s", want, body)
+	}
 	fb.stop()
 	checkRevoked(t, ep, srv)
 	if l := fb.logLines("[error]", "output:smtp"); len(l) != 0 {
@@ -454,4 +474,34 @@ func TestFluentBitOAuthBadClientSecret(t *testing.T) {
 		t.Errorf("messages delivered without a token")
 	}
 	checkNoSecrets(t, "fluent-bit's log", fb.log(), secretsOf(t, ep, wrong))
+}
+
+// freePort returns a TCP port that was free a moment ago (Fluent Bit's HTTP_Port is fixed).
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// scrapeMetrics reads Fluent Bit's Prometheus endpoint ("" when it does not answer).
+func scrapeMetrics(port int) string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v2/metrics/prometheus", port))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
