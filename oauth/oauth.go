@@ -187,8 +187,10 @@ func fresh(t *Token, now time.Time) bool {
 
 // Token returns the current token, fetching a new one when there is none or it is due for
 // renewal. One request runs at a time: concurrent callers wait for it, or keep using the
-// current token while it has not expired. After a failed request, callers get the failure
-// at once until the back-off has passed (1s, doubling up to a minute).
+// current token while it has margin left. After a failed request, callers get the failure
+// (a *WaitError) at once until the back-off has passed (1s, doubling up to a minute). A
+// caller whose ctx ends stops waiting; the request it started goes on for the others,
+// bounded by the HTTP client's timeout.
 func (p *Provider) Token(ctx context.Context) (Token, error) {
 	for {
 		p.mu.Lock()
@@ -228,33 +230,38 @@ func (p *Provider) Token(ctx context.Context) (Token, error) {
 		ch := make(chan struct{})
 		p.fetching = ch
 		p.mu.Unlock()
-
-		t, err := p.fetch(ctx)
-
-		p.mu.Lock()
-		p.fetching = nil
-		close(ch)
-		if err != nil {
-			p.failed.Add(1)
-			p.lastErr = err
-			if p.backoff == 0 {
-				p.backoff = MinBackoff
-			} else {
-				p.backoff = min(2*p.backoff, MaxBackoff)
-			}
-			p.retryAt = p.now().Add(p.backoff)
-			old := p.tok
-			p.mu.Unlock()
-			if usable(old, p.now()) {
-				return *old, nil
-			}
-			return Token{}, err
+		// The request runs on its own, so a caller whose context ends (shutdown) returns at
+		// once; the result is stored for everyone, and the loop reads it.
+		go p.refresh(ctx, ch)
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
 		}
-		p.ok.Add(1)
-		p.tok, p.lastErr, p.backoff, p.retryAt = t, nil, 0, time.Time{}
-		p.mu.Unlock()
-		return *t, nil
 	}
+}
+
+// refresh runs one token request and stores its outcome: the new token, or the failure
+// and the next back-off. It closes ch when done.
+func (p *Provider) refresh(ctx context.Context, ch chan struct{}) {
+	t, err := p.fetch(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fetching = nil
+	close(ch)
+	if err != nil {
+		p.failed.Add(1)
+		p.lastErr = err
+		if p.backoff == 0 {
+			p.backoff = MinBackoff
+		} else {
+			p.backoff = min(2*p.backoff, MaxBackoff)
+		}
+		p.retryAt = p.now().Add(p.backoff)
+		return
+	}
+	p.ok.Add(1)
+	p.tok, p.lastErr, p.backoff, p.retryAt = t, nil, 0, time.Time{}
 }
 
 // fetch runs one token request, not cancelled with the caller's context (other callers may

@@ -350,3 +350,29 @@ func TestReadClaims(t *testing.T) {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// A caller whose context ends stops waiting for a request in flight (shutdown is not held
+// up by a slow endpoint); the request still serves the others.
+func TestCancelledCallerReturns(t *testing.T) {
+	p, s, _ := newScripted(time.Hour)
+	s.hold = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error)
+	go func() { _, err := p.Token(ctx); errc <- err }()
+	for s.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled caller still waits for the token request")
+	}
+	close(s.hold)
+	if v := mustToken(t, p); v != "tok1" || s.calls.Load() != 1 {
+		t.Errorf("after the request ended: %s with %d calls, want tok1 with 1", v, s.calls.Load())
+	}
+}
