@@ -132,3 +132,40 @@ func TestCheckWarnsAboutPasswordsToExchangeAndGmail(t *testing.T) {
 	}
 	_ = os.Remove(conf)
 }
+
+// check accepts an OAuth output and shows where its tokens come from, never the secret.
+func TestCheckOAuthOutput(t *testing.T) {
+	ep := oauthtest.NewEndpoint(t, "alerts@corp.com")
+	srv := oauthtest.NewSMTP(t, ep)
+	conf := writeFile(t, t.TempDir(), "fb.conf", outputConf(srv.Addr, oauthConf(ep, srv, false)...))
+	r := runCmd(t, nil, "", "check", "-c", conf)
+	if r.code != exitOK {
+		t.Fatalf("check = %d:\n%s", r.code, r.stdout)
+	}
+	assertInOrder(t, r.stdout, []string{"OK smtp.0:", "auth=xoauth2", "username=alerts@corp.com", "auth_source=client_secret",
+		"auth_token_url=" + ep.URL, "auth_client_secret=[redacted]"})
+	if strings.Contains(r.stdout, "[ warn]") {
+		t.Errorf("warnings for a valid OAuth output:\n%s", r.stdout)
+	}
+	assertNoSecrets(t, r, ep.ClientSecret, testSecret)
+}
+
+// verify takes secret_key_file from the configuration, trimmed as the plugin trims it.
+func TestVerifySecretKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := writeFile(t, dir, "hmac", testSecret+"\n")
+	conf := writeFile(t, dir, "fb.conf", strings.Replace(outputConf("127.0.0.1:1"), "secret_key "+testSecret, "secret_key_file "+keyFile, 1))
+	if b, _ := os.ReadFile(conf); strings.Contains(string(b), testSecret) {
+		t.Fatal("the configuration still holds secret_key itself")
+	}
+	sent := runCmd(t, nil, "", "send", "-c", conf, "--dry-run", "--record", `{"msg":"x"}`)
+	if sent.code != exitOK {
+		t.Fatalf("send --dry-run = %d: %s%s", sent.code, sent.stdout, sent.stderr)
+	}
+	for _, args := range [][]string{{"verify", "-c", conf}, {"verify", "--secret-file", keyFile}} {
+		v := runCmd(t, nil, sent.stdout, args...)
+		if v.code != exitOK || !strings.Contains(v.stdout, "(stdin): ok") {
+			t.Errorf("%v = %d: %s%s", args, v.code, v.stdout, v.stderr)
+		}
+	}
+}
