@@ -376,3 +376,20 @@ func TestCancelledCallerReturns(t *testing.T) {
 		t.Errorf("after the request ended: %s with %d calls, want tok1 with 1", v, s.calls.Load())
 	}
 }
+
+// BenchmarkClientAssertion measures signing one private_key_jwt assertion (RS256, 2048-bit
+// key): the cost per token request, paid once per token lifetime.
+func BenchmarkClientAssertion(b *testing.B) {
+	ep := oauthtest.NewEndpoint(b, "mailbox@corp.example")
+	certPEM, _ := os.ReadFile(ep.CertFile)
+	keyPEM, _ := os.ReadFile(ep.KeyFile)
+	s, err := newClientCert(config.Auth{TokenURL: ep.URL, ClientID: ep.ClientID, ClientCertPEM: certPEM, ClientKeyPEM: config.Secret(keyPEM)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.assertion(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
