@@ -120,6 +120,7 @@ import (
 	"unsafe"
 
 	"github.com/smtpout/smtpout/internal/pipeline"
+	"github.com/smtpout/smtpout/mailer"
 )
 
 // Metric namespace and subsystem: every metric is fluentbit_smtp_<name>, with the label
@@ -159,6 +160,13 @@ var cmtCounterDefs = []cmtCounter{
 const (
 	connectionsName = "connections_opened_total"
 	connectionsHelp = "SMTP connections opened (dials, successful or not)."
+	// The authentication counters, from the mailer (Instance.AuthStats) like the connections.
+	tokenOKName     = "token_requests_ok_total"
+	tokenOKHelp     = "OAuth 2.0 token requests that obtained a token (auth_mechanism xoauth2/oauthbearer)."
+	tokenFailedName = "token_requests_failed_total"
+	tokenFailedHelp = "OAuth 2.0 token requests that failed (endpoint unreachable, or an OAuth error such as invalid_client)."
+	authFailedName  = "auth_failures_total"
+	authFailedHelp  = "SMTP AUTH attempts the server refused (5xx, or a refused token)."
 	latencyName     = "delivery_seconds"
 	latencyHelp     = "Time to deliver one email: from taking a connection (dialling when needed) to the server's final reply."
 )
@@ -180,9 +188,12 @@ type cmtMetrics struct {
 	labels      **C.char // one C string, the instance name (C memory, kept for the process)
 	counters    []unsafe.Pointer
 	connections unsafe.Pointer
-	latency     unsafe.Pointer // nil when the host lacks histograms
-	dials       int64          // dials already counted
-	closed      bool
+	// auth are the token_requests_ok, token_requests_failed and auth_failures counters.
+	auth     [3]unsafe.Pointer
+	latency  unsafe.Pointer // nil when the host lacks histograms
+	dials    int64          // dials already counted
+	authSeen [3]int64       // auth counts already counted
+	closed   bool
 }
 
 // openMetrics creates the instance's metrics in the cmetrics context Fluent Bit keeps for
@@ -228,6 +239,11 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 	if m.connections = create(connectionsName, connectionsHelp); m.connections == nil {
 		failed = append(failed, connectionsName)
 	}
+	for i, c := range [3][2]string{{tokenOKName, tokenOKHelp}, {tokenFailedName, tokenFailedHelp}, {authFailedName, authFailedHelp}} {
+		if m.auth[i] = create(c[0], c[1]); m.auth[i] == nil {
+			failed = append(failed, c[0])
+		}
+	}
 	if len(failed) > 0 {
 		// cmetrics refuses a name already registered in this context: nothing is counted
 		// rather than half.
@@ -248,10 +264,10 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 
 	// Every series exists from the start, at 0, so increase() and rate() see the first events.
 	now := cmtTimestamp()
-	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.connections) {
+	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.connections, m.auth[0], m.auth[1], m.auth[2]) {
 		C.smtpout_counter_add(&cmtAPI, p, now, 0, m.labels)
 	}
-	what := fmt.Sprintf("%d counters", len(m.counters)+1)
+	what := fmt.Sprintf("%d counters", len(m.counters)+1+len(m.auth))
 	if m.latency != nil {
 		what += " and the " + metricNamespace + "_" + metricSubsystem + "_" + latencyName + " histogram"
 	}
@@ -262,9 +278,9 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 // cmtTimestamp is the cmetrics timestamp: nanoseconds since the epoch.
 func cmtTimestamp() C.uint64_t { return C.uint64_t(time.Now().UnixNano()) }
 
-// record adds what one flush did; dials is the mailer's dial count so far. A nil m does
-// nothing.
-func (m *cmtMetrics) record(st pipeline.Stats, dials int64) {
+// record adds what one flush did; dials and auth are the mailer's counts so far. A nil m
+// does nothing.
+func (m *cmtMetrics) record(st pipeline.Stats, dials int64, auth mailer.AuthStats) {
 	if m == nil {
 		return
 	}
@@ -282,6 +298,12 @@ func (m *cmtMetrics) record(st pipeline.Stats, dials int64) {
 	if d := dials - m.dials; d > 0 {
 		m.dials = dials
 		C.smtpout_counter_add(&cmtAPI, m.connections, now, C.double(d), m.labels)
+	}
+	for i, v := range [3]int64{auth.TokenOK, auth.TokenFailed, auth.AuthFailures} {
+		if d := v - m.authSeen[i]; d > 0 {
+			m.authSeen[i] = v
+			C.smtpout_counter_add(&cmtAPI, m.auth[i], now, C.double(d), m.labels)
+		}
 	}
 	if m.latency != nil {
 		for _, l := range st.Latencies {

@@ -65,8 +65,14 @@ type Config struct {
 	// From comes from from_email: exactly one address.
 	From mail.Address
 
+	// Username is the AUTH identity: for xoauth2/oauthbearer the mailbox the token acts for
+	// (from_email's address when username is unset).
 	Username string
 	Password Secret
+	// AuthMechanism is auth_mechanism: MechPlain (default), MechLogin, MechXOAuth2 or
+	// MechOAuthBearer; Auth is the token source of the last two (auth.go).
+	AuthMechanism string
+	Auth          Auth
 	// SecretKey is the HMAC-SHA256 key that signs every email.
 	SecretKey Secret
 

@@ -67,6 +67,7 @@ func TestParseDefaults(t *testing.T) {
 		To:                []mail.Address{addr("", "soc@corp.com")},
 		From:              addr("", "lc@corp.com"),
 		SecretKey:         Secret(testSecret),
+		AuthMechanism:     MechPlain,
 		Subject:           Template{Raw: "Fluent Bit: $TAG", Tokens: []Token{{Kind: Literal, Text: "Fluent Bit: "}, {Kind: TagToken}}},
 		TLSVerify:         true,
 		TLSServerName:     "smtp.example.com",

@@ -82,20 +82,9 @@ func Parse(g Getter) (Config, error) {
 		c.From = from[0]
 	}
 
-	c.Username = p.value("username")
-	c.Password = Secret(p.get.Get("password"))
-	if (c.Username == "") != (c.Password == "") {
-		if c.Username == "" {
-			p.fail("username", "", "is required when password is set (set both or neither)")
-		} else {
-			p.fail("password", "", "is required when username is set (set both or neither)")
-		}
-	}
-	if strings.ContainsAny(c.Username, "\r\n\x00") {
-		p.fail("username", c.Username, "must not contain CR, LF or NUL")
-	}
+	p.auth(&c) // auth.go: username, password, auth_mechanism and the token sources
 
-	c.SecretKey = Secret(p.get.Get("secret_key"))
+	c.SecretKey = p.secret("secret_key", "secret_key_file")
 	switch {
 	case c.SecretKey == "":
 		p.fail("secret_key", "", "is required: the shared secret that signs every email")

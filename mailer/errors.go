@@ -60,7 +60,7 @@ const (
 // setupStep reports whether s belongs to opening a connection (before any transaction).
 func setupStep(s Step) bool {
 	switch s {
-	case StepDial, StepTLS, StepGreeting, StepEHLO, StepSTARTTLS, StepAUTH:
+	case StepDial, StepTLS, StepGreeting, StepEHLO, StepSTARTTLS, StepAUTH, StepToken:
 		return true
 	}
 	return false
@@ -86,6 +86,11 @@ type StepError struct {
 	Err error
 
 	operator bool
+	// refused: the server refused the OAuth token (535, 5.7.x or an error challenge); token is
+	// the token it refused and challenge what its error challenge said. Never printed.
+	refused   bool
+	token     string
+	challenge string
 }
 
 // Error returns "<step> <addr>: <code> <enhanced> <text>[: <err>][ (<hint>)]".

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/oauth"
 )
 
 // Message is one email to deliver.
@@ -101,12 +102,16 @@ const DefaultNoopAfter = 5 * time.Second
 // Mailer delivers messages to one SMTP server through a pool of connections. It is safe for
 // concurrent use; each concurrent Send uses its own connections.
 type Mailer struct {
-	addr       string
-	startTLS   bool
-	tlsConfig  *tls.Config
-	username   string
-	password   config.Secret
-	authLogin  bool
+	addr      string
+	startTLS  bool
+	tlsConfig *tls.Config
+	username  string
+	password  config.Secret
+	authLogin bool
+	// mech is the AUTH mechanism: PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER; tokens the token
+	// source of the last two (nil otherwise).
+	mech       string
+	tokens     *oauth.Provider
 	helo       string
 	timeout    time.Duration
 	pipelining bool
@@ -120,7 +125,8 @@ type Mailer struct {
 	idle   []*session // most recently used last
 	closed bool
 
-	dials atomic.Int64
+	dials        atomic.Int64
+	authFailures atomic.Int64
 }
 
 // New builds a Mailer for cfg: the TLS configuration, the EHLO name and the pool. It never
@@ -174,6 +180,23 @@ func New(cfg config.Config, opts ...Option) (*Mailer, error) {
 	}
 	if m.timeout <= 0 {
 		m.timeout = config.DefaultTimeout
+	}
+	m.mech = "PLAIN"
+	switch {
+	case cfg.AuthMechanism == config.MechXOAuth2:
+		m.mech = "XOAUTH2"
+	case cfg.AuthMechanism == config.MechOAuthBearer:
+		m.mech = "OAUTHBEARER"
+	case cfg.AuthLogin || cfg.AuthMechanism == config.MechLogin:
+		m.mech = "LOGIN"
+	}
+	if cfg.OAuth() {
+		if m.tokens, err = oauth.New(cfg); err != nil {
+			return nil, fmt.Errorf("mailer: %w", err)
+		}
+		if m.username == "" {
+			m.username = cfg.From.Address
+		}
 	}
 	n := cfg.MaxConnections
 	if n <= 0 {
@@ -383,7 +406,6 @@ func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool
 			}
 		}
 		if *sp == nil {
-			m.dials.Add(1)
 			s, err := m.dial(ctx)
 			if err != nil {
 				return Result{Outcome: Retry, Err: err}, err

@@ -11,6 +11,7 @@ import (
 	"github.com/wneessen/go-mail/smtp"
 
 	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/oauth"
 )
 
 // ProbeExtensions are the EHLO keywords a probe looks for, in the order reports show them.
@@ -38,8 +39,12 @@ type ProbeResult struct {
 	Extensions map[string]string
 	// AuthMechanisms are the AUTH mechanisms advertised, upper case.
 	AuthMechanisms []string
-	// AuthMechanism is PLAIN or LOGIN when a username is configured, else "".
+	// AuthMechanism is PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER when AUTH is configured, else "".
 	AuthMechanism string
+	// Token is the token step of XOAUTH2 and OAUTHBEARER (nil otherwise, or when it failed).
+	Token *TokenStep
+	// AuthRetried is true when the server refused the first token and a new one was fetched.
+	AuthRetried bool
 	// Authenticated is true once the server accepted the credentials.
 	Authenticated bool
 }
@@ -114,13 +119,42 @@ func (r *ProbeResult) greeted(c *smtp.Client) {
 	}
 }
 
-func (r *ProbeResult) authenticating(login bool) {
+func (r *ProbeResult) authenticating(mech string) {
+	if r != nil {
+		r.AuthMechanism = mech
+	}
+}
+
+// TokenStep is what a probe learnt about the access token (never the token itself).
+type TokenStep struct {
+	// Endpoint is the token URL (or "file PATH").
+	Endpoint string
+	// Lifetime is how long the token was valid for when obtained (0: unknown); Remaining how
+	// long it still is.
+	Lifetime, Remaining time.Duration
+	// Claims are the token's claims when it is a readable JWT (Readable).
+	Claims   oauth.Claims
+	Readable bool
+}
+
+func (r *ProbeResult) token(endpoint string, t oauth.Token) {
 	if r == nil {
 		return
 	}
-	r.AuthMechanism = "PLAIN"
-	if login {
-		r.AuthMechanism = "LOGIN"
+	ts := &TokenStep{Endpoint: endpoint, Lifetime: t.Lifetime()}
+	if !t.Expiry.IsZero() {
+		ts.Remaining = time.Until(t.Expiry).Round(time.Second)
+	}
+	ts.Claims, ts.Readable = oauth.ReadClaims(t.Value)
+	r.Token = ts
+	if !r.Did(StepToken) {
+		r.step(StepToken)
+	}
+}
+
+func (r *ProbeResult) retried() {
+	if r != nil {
+		r.AuthRetried = true
 	}
 }
 
@@ -136,8 +170,7 @@ func Probe(ctx context.Context, cfg config.Config) (ProbeResult, error) {
 		return ProbeResult{Address: cfg.Address()}, err
 	}
 	res := ProbeResult{Address: m.addr}
-	m.dials.Add(1)
-	s, err := m.open(ctx, &res)
+	s, err := m.openAuthenticated(ctx, &res)
 	if err != nil {
 		return res, err
 	}

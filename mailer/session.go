@@ -54,7 +54,28 @@ func (s *session) watch(ctx context.Context) (stop func() bool) {
 func (s *session) text() *textproto.Conn { return s.client.Text }
 
 // dial opens, secures and authenticates a new connection. On error nothing stays open.
-func (m *Mailer) dial(ctx context.Context) (_ *session, err error) { return m.open(ctx, nil) }
+func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
+	return m.openAuthenticated(ctx, nil)
+}
+
+// openAuthenticated is open, and when the server refuses the OAuth token: drop it, fetch a
+// new one and try once more on a new connection. A second refusal comes back with a hint.
+func (m *Mailer) openAuthenticated(ctx context.Context, pr *ProbeResult) (*session, error) {
+	m.dials.Add(1)
+	s, err := m.open(ctx, pr)
+	var se *StepError
+	if err == nil || m.tokens == nil || !errors.As(err, &se) || !se.refused {
+		return s, err
+	}
+	m.tokens.Invalidate(se.token)
+	pr.retried()
+	m.dials.Add(1)
+	s, err = m.open(ctx, pr)
+	if errors.As(err, &se) && se.refused {
+		se.Hint = refusalHint(m.tlsConfig.ServerName, se.token, se.challenge)
+	}
+	return s, err
+}
 
 // open is dial, noting in pr (when not nil) what each step learnt as it completes: Probe
 // uses it, so a probe runs exactly the code that sending runs.
@@ -132,8 +153,8 @@ func (m *Mailer) open(ctx context.Context, pr *ProbeResult) (_ *session, err err
 	}
 
 	if m.username != "" {
-		pr.authenticating(m.authLogin)
-		if err := s.auth(ctx); err != nil {
+		pr.authenticating(m.mech)
+		if err := s.auth(ctx, pr); err != nil {
 			return nil, err
 		}
 		pr.step(StepAUTH)
@@ -149,13 +170,10 @@ func (m *Mailer) open(ctx context.Context, pr *ProbeResult) (_ *session, err err
 	return s, nil
 }
 
-// auth runs AUTH PLAIN or LOGIN, refusing to go on without it.
-func (s *session) auth(ctx context.Context) error {
+// auth runs AUTH with the configured mechanism, refusing to go on without it.
+func (s *session) auth(ctx context.Context, pr *ProbeResult) error {
 	m, addr := s.m, s.m.addr
-	want := "PLAIN"
-	if m.authLogin {
-		want = "LOGIN"
-	}
+	want := m.mech
 	ok, offered := s.client.Extension("AUTH")
 	if !ok {
 		return &StepError{Step: StepAUTH, Addr: addr, operator: true,
@@ -167,14 +185,23 @@ func (s *session) auth(ctx context.Context) error {
 		se := &StepError{Step: StepAUTH, Addr: addr, operator: true,
 			Err: fmt.Errorf("server does not offer AUTH %s (offers %s)", want, strings.Join(mechs, " "))}
 		switch {
+		case m.tokens != nil && want == "XOAUTH2" && contains(mechs, "OAUTHBEARER"):
+			se.Hint = "the server offers OAUTHBEARER: set auth_mechanism oauthbearer"
+		case m.tokens != nil && want == "OAUTHBEARER" && contains(mechs, "XOAUTH2"):
+			se.Hint = "the server offers XOAUTH2: set auth_mechanism xoauth2"
+		case m.tokens != nil:
+			se.Hint = "the server does not take OAuth tokens here: check dest_host, or use auth_mechanism plain/login"
 		case want == "PLAIN" && contains(mechs, "LOGIN"):
 			se.Hint = "the server offers LOGIN: set is_authlogin true"
 		case want == "LOGIN" && contains(mechs, "PLAIN"):
 			se.Hint = "the server offers PLAIN: set is_authlogin false"
 		default:
-			se.Hint = "only PLAIN and LOGIN are supported"
+			se.Hint = "only PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER are supported"
 		}
 		return se
+	}
+	if m.tokens != nil {
+		return s.tokenAuthenticate(ctx, want, pr)
 	}
 	var a smtp.Auth
 	if m.authLogin {
@@ -189,6 +216,9 @@ func (s *session) auth(ctx context.Context) error {
 		se := replyError(StepAUTH, addr, ctxError(ctx, err))
 		if se.Code >= 500 || se.Code == 0 && !timeout(err) && !errors.Is(err, context.Canceled) {
 			se.operator = true
+		}
+		if se.Code >= 500 {
+			m.authFailures.Add(1)
 		}
 		switch {
 		case se.Code == 535:

@@ -103,9 +103,38 @@ func formatProbe(w io.Writer, name string, cfg config.Config, res mailer.ProbeRe
 		}
 		fmt.Fprintf(w, "  auth offers: %s\n", auth)
 	}
+	if ts := res.Token; ts != nil {
+		life := "lifetime unknown"
+		if ts.Lifetime > 0 {
+			life = fmt.Sprintf("lifetime %s, %s left", ts.Lifetime.Round(time.Second), ts.Remaining)
+		}
+		fmt.Fprintf(w, "  token:       %s (%s): obtained, %s\n", ts.Endpoint, cfg.Auth.Source, life)
+		if ts.Readable {
+			c := ts.Claims
+			var parts []string
+			add := func(name string, v []string) {
+				if len(v) > 0 {
+					parts = append(parts, name+" "+strings.Join(v, " "))
+				}
+			}
+			add("audience", c.Audience)
+			add("scopes", c.Scopes)
+			add("roles", c.Roles)
+			if c.AppID != "" {
+				parts = append(parts, "app "+c.AppID)
+			}
+			if len(parts) > 0 {
+				fmt.Fprintf(w, "  token says:  %s\n", strings.Join(parts, "; "))
+			}
+		} else {
+			fmt.Fprintf(w, "  token says:  (opaque: not a readable JWT)\n")
+		}
+	}
 	switch {
 	case cfg.Username == "" && res.Did(mailer.StepEHLO):
 		fmt.Fprintf(w, "  auth:        not configured (no username): none attempted\n")
+	case res.Authenticated && res.AuthRetried:
+		fmt.Fprintf(w, "  auth:        %s as %s: accepted (the first token was refused; a new one was fetched and accepted)\n", res.AuthMechanism, cfg.Username)
 	case res.Authenticated:
 		fmt.Fprintf(w, "  auth:        %s as %s: accepted\n", res.AuthMechanism, cfg.Username)
 	}
@@ -141,10 +170,13 @@ func untilText(d time.Duration) string {
 const probeDescription = `
 Connects to the SMTP server of one smtp output exactly as the plugin does: TCP, then
 implicit TLS or mandatory STARTTLS (is_starttls), certificate verification (tls_verify,
-tls_ca_file, tls_server_name), EHLO, and AUTH PLAIN or LOGIN when username is set. It sends no
-message (QUIT). Prints the TLS version and cipher, the certificate's subject, issuer and expiry,
+tls_ca_file, tls_server_name), EHLO, and AUTH PLAIN or LOGIN when username is set, or, with
+auth_mechanism xoauth2/oauthbearer, a token from the configured source (endpoint, lifetime,
+and the token's audience, scopes and roles when it is a readable JWT) and then AUTH with it.
+It sends no message (QUIT). Prints the TLS version and cipher, the certificate's subject, issuer and expiry,
 the extensions the server advertises (SIZE, PIPELINING, CHUNKING, AUTH mechanisms...), and on
-failure the step that failed with a diagnosis. The password is never printed.
+failure the step that failed with a diagnosis. The password, client secret and token are
+never printed.
 
 Exit status: 0 when the server is ready to take the output's email, 1 when a step fails or the
 configuration is invalid, 2 on a bad command line.`

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/output"
 )
 
@@ -18,8 +18,8 @@ from standard input. Prints "FILE: ok" or "FILE: FAILED: reason" per message.
 
 The secret comes from exactly one of --secret-file (surrounding white space, such as the
 final newline, is ignored, as Fluent Bit ignores it around secret_key), --secret-env, or the
-secret_key of an output in a Fluent Bit configuration (-c, with --output when there are
-several). The secret is never printed.
+secret_key (or secret_key_file) of an output in a Fluent Bit configuration (-c, with
+--output when there are several), trimmed the same way everywhere. The secret is never printed.
 
 Exit status: 0 when every message verifies, 1 when any does not (or cannot be read), 2 on a
 bad command line.`
@@ -91,21 +91,26 @@ func readSecret(e *env, file, envName, conf, sel string) ([]byte, int) {
 			fmt.Fprintf(e.stderr, "smtpout verify: --secret-file: %v\n", err)
 			return nil, exitFail
 		}
-		secret = string(bytes.TrimSpace(data))
+		secret = config.TrimSecret(string(data))
 	case envName != "":
 		v, ok := e.lookupEnv(envName)
 		if !ok {
 			fmt.Fprintf(e.stderr, "smtpout verify: --secret-env: environment variable %s is not set\n", envName)
 			return nil, exitFail
 		}
-		secret = strings.TrimSpace(v)
+		secret = config.TrimSecret(v)
 	default:
 		o, err := pickOutput(e, conf, sel)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "smtpout verify: %v\n", err)
 			return nil, exitFail
 		}
-		secret = o.Keys["secret_key"]
+		s, err := config.SecretKey(config.MapGetter(o.Keys))
+		if err != nil {
+			fmt.Fprintf(e.stderr, "smtpout verify: %s: output %s: %v\n", o.Pos, o.Label(), err)
+			return nil, exitFail
+		}
+		secret = s.Reveal()
 		if secret == "" {
 			fmt.Fprintf(e.stderr, "smtpout verify: %s: output %s has no secret_key\n", o.Pos, o.Label())
 			return nil, exitFail

@@ -228,6 +228,8 @@ func EffectiveConfig(cfg config.Config) string {
 	}
 	auth := "none"
 	switch {
+	case cfg.OAuth():
+		auth = cfg.AuthMechanism
 	case cfg.Username != "" && cfg.AuthLogin:
 		auth = "login"
 	case cfg.Username != "":
@@ -244,7 +246,11 @@ func EffectiveConfig(cfg config.Config) string {
 	kv("bcc_email", addressList(cfg.Bcc))
 	kv("auth", auth)
 	kv("username", cfg.Username)
-	kv("password", redacted(cfg.Password))
+	if cfg.OAuth() {
+		effectiveAuth(kv, cfg.Auth)
+	} else {
+		kv("password", redacted(cfg.Password))
+	}
 	kv("secret_key", redacted(cfg.SecretKey))
 	kv("is_readable", fmt.Sprint(cfg.Readable))
 	kv("subject", cfg.Subject.Raw)
@@ -260,6 +266,39 @@ func EffectiveConfig(cfg config.Config) string {
 		kv("dead_letter_max_size", fmt.Sprint(cfg.DeadLetterMaxSize))
 	}
 	return b.String()
+}
+
+// effectiveAuth describes the token source: where tokens come from, never a secret.
+func effectiveAuth(kv func(k, v string), a config.Auth) {
+	kv("auth_source", a.Source)
+	switch a.Source {
+	case config.SourceTokenFile:
+		kv("auth_token_file", a.TokenFile)
+		return
+	case config.SourceServiceAccount:
+		kv("auth_service_account_file", a.ServiceAccountFile)
+		kv("service_account", a.ClientID)
+		kv("auth_token_url", a.TokenURL)
+		kv("auth_scope", strings.Join(a.Scopes, " "))
+		return
+	}
+	kv("auth_token_url", a.TokenURL)
+	kv("auth_client_id", a.ClientID)
+	kv("auth_scope", strings.Join(a.Scopes, " "))
+	switch a.Source {
+	case config.SourceClientSecret:
+		kv("auth_client_secret", redacted(a.ClientSecret))
+		if a.ClientAuthBasic {
+			kv("auth_client_auth", "basic")
+		} else {
+			kv("auth_client_auth", "post")
+		}
+	case config.SourceClientCert:
+		kv("auth_client_cert_file", a.ClientCertFile)
+		kv("auth_client_key_file", a.ClientKeyFile)
+	case config.SourceClientAssertion:
+		kv("auth_client_assertion_file", a.ClientAssertionFile)
+	}
 }
 
 // redacted shows whether a secret is set, never its value.
@@ -292,6 +331,15 @@ func (in *Instance) Dials() int64 {
 		return d.Dials()
 	}
 	return 0
+}
+
+// AuthStats returns the Sender's token request and AUTH failure counts so far (zero when it
+// does not count them), for the token_requests_* and auth_failures_total metrics.
+func (in *Instance) AuthStats() mailer.AuthStats {
+	if a, ok := in.send.(interface{ AuthStats() mailer.AuthStats }); ok {
+		return a.AuthStats()
+	}
+	return mailer.AuthStats{}
 }
 
 // pending is one record of a chunk on its way to the server.
