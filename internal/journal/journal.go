@@ -425,6 +425,9 @@ func (j *Journal) Sync() error {
 	return nil
 }
 
+// Path returns the data file's path.
+func (j *Journal) Path() string { return j.path }
+
 // Size returns the data file's size in bytes.
 func (j *Journal) Size() int64 {
 	j.mu.Lock()
