@@ -159,6 +159,8 @@ var cmtCounterDefs = []cmtCounter{
 const (
 	connectionsName = "connections_opened_total"
 	connectionsHelp = "SMTP connections opened (dials, successful or not)."
+	ledgerErrsName  = "ledger_write_errors_total"
+	ledgerErrsHelp  = "Failed writes and syncs of the ledger file in ledger_dir (a full disk): emails settled then may be sent again after a restart."
 	latencyName     = "delivery_seconds"
 	latencyHelp     = "Time to deliver one email: from taking a connection (dialling when needed) to the server's final reply."
 )
@@ -180,8 +182,10 @@ type cmtMetrics struct {
 	labels      **C.char // one C string, the instance name (C memory, kept for the process)
 	counters    []unsafe.Pointer
 	connections unsafe.Pointer
+	ledgerErrs  unsafe.Pointer
 	latency     unsafe.Pointer // nil when the host lacks histograms
 	dials       int64          // dials already counted
+	ledgerSeen  int64          // ledger errors already counted
 	closed      bool
 }
 
@@ -228,6 +232,9 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 	if m.connections = create(connectionsName, connectionsHelp); m.connections == nil {
 		failed = append(failed, connectionsName)
 	}
+	if m.ledgerErrs = create(ledgerErrsName, ledgerErrsHelp); m.ledgerErrs == nil {
+		failed = append(failed, ledgerErrsName)
+	}
 	if len(failed) > 0 {
 		// cmetrics refuses a name already registered in this context: nothing is counted
 		// rather than half.
@@ -248,10 +255,10 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 
 	// Every series exists from the start, at 0, so increase() and rate() see the first events.
 	now := cmtTimestamp()
-	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.connections) {
+	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.connections, m.ledgerErrs) {
 		C.smtpout_counter_add(&cmtAPI, p, now, 0, m.labels)
 	}
-	what := fmt.Sprintf("%d counters", len(m.counters)+1)
+	what := fmt.Sprintf("%d counters", len(m.counters)+2)
 	if m.latency != nil {
 		what += " and the " + metricNamespace + "_" + metricSubsystem + "_" + latencyName + " histogram"
 	}
@@ -262,9 +269,9 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 // cmtTimestamp is the cmetrics timestamp: nanoseconds since the epoch.
 func cmtTimestamp() C.uint64_t { return C.uint64_t(time.Now().UnixNano()) }
 
-// record adds what one flush did; dials is the mailer's dial count so far. A nil m does
-// nothing.
-func (m *cmtMetrics) record(st pipeline.Stats, dials int64) {
+// record adds what one flush did; dials is the mailer's dial count so far and ledgerErrs the
+// instance's failed ledger writes so far. A nil m does nothing.
+func (m *cmtMetrics) record(st pipeline.Stats, dials, ledgerErrs int64) {
 	if m == nil {
 		return
 	}
@@ -282,6 +289,10 @@ func (m *cmtMetrics) record(st pipeline.Stats, dials int64) {
 	if d := dials - m.dials; d > 0 {
 		m.dials = dials
 		C.smtpout_counter_add(&cmtAPI, m.connections, now, C.double(d), m.labels)
+	}
+	if d := ledgerErrs - m.ledgerSeen; d > 0 {
+		m.ledgerSeen = ledgerErrs
+		C.smtpout_counter_add(&cmtAPI, m.ledgerErrs, now, C.double(d), m.labels)
 	}
 	if m.latency != nil {
 		for _, l := range st.Latencies {

@@ -142,7 +142,7 @@ func FLBPluginFlushCtx(ctx, data unsafe.Pointer, length C.size_t, tag *C.char) (
 		copy(buf, unsafe.Slice((*byte)(data), int(length)))
 	}
 	code, st := in.run.Flush(t, buf)
-	in.metrics.record(st, in.run.Dials())
+	in.metrics.record(st, in.run.Dials(), in.run.LedgerErrors())
 	return C.int(code)
 }
 
