@@ -103,7 +103,11 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 	for _, k := range config.Keys {
 		g.Get(k)
 	}
-	run := pipeline.Open(g, log, pipeline.Options{})
+	opt := pipeline.Options{}
+	if watchSIGTERM() { // sigterm.go: flushes started after a SIGTERM end within flush_timeout of it
+		opt.StopSignalled = sigtermAt
+	}
+	run := pipeline.Open(g, log, opt)
 	g.plugin = nil
 	if run == nil {
 		return flb.FLB_ERROR

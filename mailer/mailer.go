@@ -42,7 +42,7 @@ type Message struct {
 
 // ErrDeadline is the error of messages left unsent because the soft deadline set with
 // WithSoftDeadline passed.
-var ErrDeadline = errors.New("mailer: the flush's time budget is spent: not sent, handed back for a retry")
+var ErrDeadline = errors.New("flush_timeout reached before this email was started: handed back to Fluent Bit for a retry")
 
 type softDeadlineKey struct{}
 

@@ -63,6 +63,11 @@ type Options struct {
 	// new email is started and the rest go back to Fluent Bit as RETRY; an email already on
 	// the wire gets config.FlushFinishSlack more. Open sets it from flush_timeout.
 	FlushTimeout time.Duration
+	// StopSignalled, when set, returns when the process was told to stop (SIGTERM), or the
+	// zero time: a flush that starts later gets only what is left of flush_timeout counted
+	// from the signal, so every flush ends within flush_timeout (plus the slack for an email
+	// on the wire) of the signal, before Fluent Bit's Grace runs out.
+	StopSignalled func() time.Time
 	// SkipLedgerFile: Open checks ledger_dir but neither opens nor locks the ledger in it
 	// (smtpout check, while Fluent Bit may hold it).
 	SkipLedgerFile bool
@@ -120,7 +125,8 @@ type Instance struct {
 	disk   *durable           // nil without ledger_dir (durable.go)
 
 	flushTimeout time.Duration
-	ledgerErrs   atomic.Int64 // failed writes and syncs of the ledger file
+	stopped      func() time.Time // Options.StopSignalled; nil: never
+	ledgerErrs   atomic.Int64     // failed writes and syncs of the ledger file
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -155,6 +161,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		dead:   opt.DeadLetters,
 
 		flushTimeout: opt.FlushTimeout,
+		stopped:      opt.StopSignalled,
 
 		ctx:    ctx,
 		cancel: cancel,
@@ -355,6 +362,11 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	in.active++
 	in.mu.Unlock()
 	start := time.Now()
+	if in.stopped != nil {
+		if t := in.stopped(); !t.IsZero() && t.Before(start) {
+			start = t // shutting down: the budget runs from the signal
+		}
+	}
 	ctx, cancel := context.WithDeadline(in.ctx, start.Add(in.flushTimeout+config.FlushFinishSlack))
 	defer cancel()
 	ctx = mailer.WithSoftDeadline(ctx, start.Add(in.flushTimeout))
