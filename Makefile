@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test unit lint mailpit bench fuzz soak demo docker clean
+.PHONY: all test unit lint mailpit bench fuzz soak soak-restarts demo docker clean
 
 all: smtpout.so smtpout
 
@@ -58,6 +58,12 @@ fuzz:
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
 soak:
 	SMTPOUT_SOAK=1 $(GO) test -count=1 -run '^TestSoak$$' -timeout 10m -v ./test
+
+# 20 cycles of Fluent Bit killed with SIGKILL mid-chunk and restarted, filesystem storage and
+# ledger_dir, through a real Fluent Bit (not part of make test): prints lost= and duplicates=.
+soak-restarts: smtpout.so mailpit
+	@test -n "$(FLUENT_BIT)" || { echo "soak-restarts: set FLUENT_BIT=/path/to/fluent-bit"; exit 2; }
+	SMTPOUT_SOAK_RESTARTS=1 FLUENT_BIT=$(FLUENT_BIT) MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -run '^TestSoakRestarts$$' -timeout 15m -v ./test
 
 clean:
 	rm -f smtpout.so smtpout.h smtpout

@@ -164,6 +164,8 @@ type Journal struct {
 	path string
 	lock *os.File
 
+	syncMu sync.Mutex // serialises Sync, and the file swap of a compaction against it
+
 	mu         sync.Mutex
 	f          file
 	size       int64 // bytes of whole, good records
@@ -412,16 +414,24 @@ func (j *Journal) threshold() int64 {
 
 // Sync makes every appended record durable (fdatasync), when any was appended since the last
 // Sync.
+// Appends go on while the fdatasync runs.
 func (j *Journal) Sync() error {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.closed || !j.dirty {
+		j.mu.Unlock()
 		return nil
 	}
-	if err := j.f.Sync(); err != nil {
+	f := j.f
+	j.dirty = false // records appended from here on make it dirty again
+	j.mu.Unlock()
+	if err := f.Sync(); err != nil {
+		j.mu.Lock()
+		j.dirty = true
+		j.mu.Unlock()
 		return fmt.Errorf("sync %s: %w", j.path, err)
 	}
-	j.dirty = false
 	return nil
 }
 
@@ -509,6 +519,8 @@ func (j *Journal) compact() (c Compaction) {
 		return fail(err)
 	}
 	flush()
+	j.syncMu.Lock() // no Sync may be using the old file when it is closed below
+	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	for _, e := range j.since {
 		add(e)
@@ -557,6 +569,8 @@ func (j *Journal) Close() error {
 	j.closed = true
 	j.mu.Unlock()
 	j.wg.Wait()
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var err error
