@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,19 +25,26 @@ const restartMaxConnections = 4
 // restartRig is one Fluent Bit configuration with filesystem storage and a ledger, started
 // and stopped many times over the same directories and log file.
 type restartRig struct {
-	t       *testing.T
-	bin, so string
-	sock    string
-	conf    string
-	logPath string
-	runs    int
-	cmd     *exec.Cmd
-	waited  chan error
+	t         *testing.T
+	bin, so   string
+	ledgerDir string
+	sock      string
+	conf      string
+	logPath   string
+	runs      int
+	cmd       *exec.Cmd
+	waited    chan error
 }
 
 // newRestartRig writes the configuration: one forward input on a Unix socket with
 // storage.type filesystem, and one smtp output with keys plus ledger_dir.
 func newRestartRig(t *testing.T, keys map[string]string, service string) *restartRig {
+	t.Helper()
+	return newRestartRigLedger(t, keys, service, "")
+}
+
+// newRestartRigLedger is newRestartRig with the ledger in ledgerDir ("": its own).
+func newRestartRigLedger(t *testing.T, keys map[string]string, service, ledgerDir string) *restartRig {
 	t.Helper()
 	bin := fluentBit(t)
 	so, _ := artifacts(t)
@@ -46,14 +54,17 @@ func newRestartRig(t *testing.T, keys map[string]string, service string) *restar
 			t.Fatal(err)
 		}
 	}
-	r := &restartRig{t: t, bin: bin, so: so, sock: filepath.Join(dir, "forward.sock"),
+	if ledgerDir == "" {
+		ledgerDir = filepath.Join(dir, "ledger")
+	}
+	r := &restartRig{t: t, bin: bin, so: so, ledgerDir: ledgerDir, sock: filepath.Join(dir, "forward.sock"),
 		conf: filepath.Join(dir, "fluent-bit.conf"), logPath: filepath.Join(dir, "fluent-bit.log")}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[SERVICE]\n    Flush 0.2\n    Grace 5\n    Log_Level info\n")
 	fmt.Fprintf(&b, "    storage.path %s\n    storage.sync normal\n    scheduler.base 1\n    scheduler.cap 2\n%s\n", filepath.Join(dir, "storage"), service)
 	fmt.Fprintf(&b, "[INPUT]\n    Name forward\n    Unix_Path %s\n    Unix_Perm 0600\n    storage.type filesystem\n\n", r.sock)
 	fmt.Fprintf(&b, "[OUTPUT]\n    Name smtp\n    Match *\n    Workers 2\n    Retry_Limit no_limits\n")
-	fmt.Fprintf(&b, "    max_connections %d\n    ledger_dir %s\n", restartMaxConnections, filepath.Join(dir, "ledger"))
+	fmt.Fprintf(&b, "    max_connections %d\n    ledger_dir %s\n", restartMaxConnections, ledgerDir)
 	names := make([]string, 0, len(keys))
 	for k := range keys {
 		names = append(names, k)
@@ -342,4 +353,28 @@ func TestSoakRestarts(t *testing.T) {
 		t.Errorf("%d duplicates in %d kills, want at most %d each", c.Duplicates, cycles, restartMaxConnections)
 	}
 	checkSignatures(t, fs)
+}
+
+// TestFluentBitSecondProcessOnTheSameLedgerDirRefusesToStart: a second Fluent Bit with the
+// same output and ledger_dir stops at start-up with an error naming ledger_dir, while the
+// first goes on.
+func TestFluentBitSecondProcessOnTheSameLedgerDirRefusesToStart(t *testing.T) {
+	fluentBit(t)
+	fs := startFaultServer(t, faultOptions{})
+	a := newRestartRig(t, faultKeys(fs, "soc@example.com"), "")
+	a.start()
+	b := newRestartRigLedger(t, faultKeys(fs, "soc@example.com"), "", a.ledgerDir)
+	b.runs++
+	cmd := exec.Command(b.bin, "-e", b.so, "-c", b.conf)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("the second fluent-bit: %v, want a non-zero exit\n%s", err, out)
+	}
+	want := "configuration: ledger_dir: " + a.ledgerDir + " is in use by another Fluent Bit process"
+	if !strings.Contains(string(out), want) {
+		t.Errorf("the second fluent-bit's log lacks %q:\n%s", want, out)
+	}
+	a.send("app.lock", numbered(0, 5)) // the first is unaffected
+	storedAtLeast(fs, 5)
 }
