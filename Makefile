@@ -39,7 +39,9 @@ unit:
 
 # Micro-benchmarks, then the engine (go run ./test/bench): defaults (100,000 emails of a 2 KB
 # record, machine format, implicit TLS, 4 connections, 2 workers, peak RSS also read at 10,000),
-# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither.
+# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither; then
+# ledger_dir off and on compared (no RTT and 10 ms), and the journal against bbolt (storecmp,
+# its own module: bbolt is not a dependency of the plugin).
 BENCHTIME ?= 1s
 bench: smtpout.so
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./output ./chunk ./mailer ./internal/pipeline ./test/bench
@@ -47,6 +49,9 @@ bench: smtpout.so
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -chunking off
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -pipelining off
+	$(GO) run ./test/bench -so ./smtpout.so -records 20000 -ledger both -baseline off
+	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000 -ledger both -baseline off
+	cd test/bench/storecmp && $(GO) run . -emails 20000 -flush 100
 
 # Each fuzz target for a bounded time (FUZZTIME each); the seed corpora also run in make test.
 FUZZTIME ?= 60s
