@@ -340,3 +340,31 @@ func BenchmarkFlushLedger(b *testing.B) {
 		})
 	}
 }
+
+// TestFlushAfterStopSignalUsesWhatIsLeftOfTheBudget: once the process got SIGTERM, a flush
+// that starts flush_timeout after the signal sends nothing and hands the chunk back at once,
+// and one that starts within it still sends.
+func TestFlushAfterStopSignalUsesWhatIsLeftOfTheBudget(t *testing.T) {
+	var signalled time.Time
+	s := newSender()
+	in := newTestInstance(t, s, &recorder{Max: LevelInfo}, Options{
+		FlushTimeout:  time.Second,
+		StopSignalled: func() time.Time { return signalled },
+	})
+	signalled = time.Now().Add(-200 * time.Millisecond) // within the budget: still sending
+	if code, st := in.Flush("app", records(3, nil)); code != FLBOK || st.Delivered != 3 {
+		t.Errorf("flush 200 ms after the signal: code %d stats %+v, want all 3 delivered", code, st)
+	}
+	signalled = time.Now().Add(-2 * time.Second) // budget spent
+	start := time.Now()
+	code, st := in.Flush("app", records(6, nil))
+	if code != FLBRetry || st.Retried != 3 || st.Delivered != 0 {
+		t.Errorf("flush 2 s after the signal: code %d stats %+v, want RETRY with the 3 new records retried", code, st)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("flush after the budget was spent took %v, want it handed back at once", took)
+	}
+	if n := len(s.order); n != 3 {
+		t.Errorf("%d emails handed to the mailer, want only the first flush's 3", n)
+	}
+}

@@ -367,9 +367,10 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 			start = t // shutting down: the budget runs from the signal
 		}
 	}
-	ctx, cancel := context.WithDeadline(in.ctx, start.Add(in.flushTimeout+config.FlushFinishSlack))
+	soft := start.Add(in.flushTimeout)
+	ctx, cancel := context.WithDeadline(in.ctx, soft.Add(config.FlushFinishSlack))
 	defer cancel()
-	ctx = mailer.WithSoftDeadline(ctx, start.Add(in.flushTimeout))
+	ctx = mailer.WithSoftDeadline(ctx, soft)
 	defer func() {
 		if in.disk != nil {
 			in.disk.sync() // before Fluent Bit hears the result, even after a panic
@@ -405,6 +406,20 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		}
 	}
 	sending = true
+	if len(batch) > 0 && !time.Now().Before(soft) {
+		// The budget is spent before anything was sent (a flush that starts long after a
+		// SIGTERM): hand the whole batch back.
+		for _, b := range batch {
+			in.ledger.Release(b.email.MessageID)
+		}
+		st.Retried += len(batch)
+		retry = true
+		if in.guard != nil {
+			in.guard.refund(booked, len(batch)) // not sent: not counted
+		}
+		in.logQuiet(LevelWarn, fmt.Sprintf("tag %q: %d email(s) will be retried: %v", tag, len(batch), mailer.ErrDeadline))
+		batch = nil
+	}
 	if len(batch) > 0 {
 		retried := st.Retried
 		if in.sendBatch(ctx, tag, batch, &st) {
