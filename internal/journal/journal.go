@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -584,4 +585,45 @@ func (j *Journal) Close() error {
 	}
 	j.unlock()
 	return err
+}
+
+// RemoveStale deletes the data files in dir of journals nobody holds whose last write is older
+// than maxAge (every record in them has expired): the ledgers of configurations that no longer
+// run. A journal that is open (its lock is held, in this process or another) is left alone;
+// the lock files stay, so a journal opened meanwhile is never split in two. It returns the
+// paths removed.
+func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]string, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*"+FileSuffix))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < maxAge {
+			continue
+		}
+		lockPath := strings.TrimSuffix(p, FileSuffix) + LockSuffix
+		lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if flock(lf) != nil { // in use
+			lf.Close()
+			continue
+		}
+		// Check again under the lock: a journal may have been opened and written meanwhile.
+		if fi, err := os.Stat(p); err == nil && now.Sub(fi.ModTime()) >= maxAge {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, err)
+			} else {
+				removed = append(removed, p)
+			}
+		}
+		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+		lf.Close()
+	}
+	return removed, errors.Join(errs...)
 }

@@ -370,3 +370,32 @@ func TestCompactionRunsWhileAppendsGoOn(t *testing.T) {
 		t.Errorf("compaction left its temporary file: %v", err)
 	}
 }
+
+func TestRemoveStaleDeletesOnlyOldUnheldLedgers(t *testing.T) {
+	dir := t.TempDir()
+	old := now.Add(-48 * time.Hour)
+	for _, name := range []string{"old-free", "old-held", "new-free"} {
+		j, _, _ := openAll(t, dir, name, Options{Now: clock})
+		appendAll(t, j, settled(1, old))
+		if name != "old-held" {
+			j.Close()
+		}
+		if name != "new-free" {
+			if err := os.Chtimes(Path(dir, name), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	removed, err := RemoveStale(dir, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{Path(dir, "old-free")}, removed); diff != "" {
+		t.Errorf("removed (-want +got):\n%s", diff)
+	}
+	for name, want := range map[string]bool{"old-free": false, "old-held": true, "new-free": true} {
+		if _, err := os.Stat(Path(dir, name)); (err == nil) != want {
+			t.Errorf("%s exists = %v, want %v", name, err == nil, want)
+		}
+	}
+}

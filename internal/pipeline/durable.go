@@ -128,6 +128,15 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 	in.log.Log(LevelInfo, fmt.Sprintf(
 		"ledger: %s: %d settled Message-ID(s) and %d email(s) with deferred recipients loaded, %d expired record(s) dropped; %d bytes on disk (keeps %d entries for %v)",
 		rep.Path, settled, deferred, rep.Expired, rep.Size, cfg.LedgerMaxEntries, cfg.LedgerMaxAge))
+	// Ledgers of configurations that no longer run: every record in them has expired.
+	removed, err := journal.RemoveStale(cfg.LedgerDir, cfg.LedgerMaxAge, now())
+	if len(removed) > 0 {
+		in.log.Log(LevelInfo, fmt.Sprintf("ledger: removed %d ledger file(s) unused for more than %v: %s",
+			len(removed), cfg.LedgerMaxAge, strings.Join(removed, ", ")))
+	}
+	if err != nil {
+		in.log.Log(LevelWarn, "ledger: removing unused ledger files: "+err.Error())
+	}
 	d.failed = func(err error) {
 		in.ledgerErrs.Add(1)
 		in.logQuiet(LevelError, fmt.Sprintf(

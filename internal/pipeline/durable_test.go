@@ -368,3 +368,26 @@ func TestFlushAfterStopSignalUsesWhatIsLeftOfTheBudget(t *testing.T) {
 		t.Errorf("%d emails handed to the mailer, want only the first flush's 3", n)
 	}
 }
+
+// TestUnusedLedgersAreRemoved: the ledger of a configuration that has not run for longer than
+// ledger_max_age is deleted when an instance starts; the current one stays.
+func TestUnusedLedgersAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	oldCfg := durableConfig(dir, "old@example.com")
+	in := mustOpenDurable(t, oldCfg, newSender(), &recorder{Max: LevelInfo})
+	in.Flush("app", records(1, nil))
+	in.Close()
+	oldPath := journal.Path(dir, ledgerName(oldCfg))
+	past := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(oldPath, past, past); err != nil {
+		t.Fatal(err)
+	}
+	log := &recorder{Max: LevelInfo}
+	mustOpenDurable(t, durableConfig(dir, "new@example.com"), newSender(), log)
+	if _, err := os.Stat(oldPath); !os.IsNotExist(err) {
+		t.Errorf("the unused ledger %s is still there: %v", oldPath, err)
+	}
+	if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "removed 1 ledger file(s) unused for more than 24h0m0s") {
+		t.Errorf("no info line about the removed ledger:\n%s", info)
+	}
+}
