@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak demo docker clean
+.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak soak-restarts demo docker clean
 
 all: smtpout.so smtpout
 
@@ -56,7 +56,9 @@ unit:
 
 # Micro-benchmarks, then the engine (go run ./test/bench): defaults (100,000 emails of a 2 KB
 # record, machine format, implicit TLS, 4 connections, 2 workers, peak RSS also read at 10,000),
-# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither.
+# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither; then
+# ledger_dir off and on compared (no RTT and 10 ms), and the journal against bbolt (storecmp,
+# its own module: bbolt is not a dependency of the plugin).
 BENCHTIME ?= 1s
 bench: smtpout.so
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./output ./chunk ./mailer ./internal/pipeline ./test/bench
@@ -64,6 +66,9 @@ bench: smtpout.so
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -chunking off
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -pipelining off
+	$(GO) run ./test/bench -so ./smtpout.so -records 20000 -ledger both -baseline off
+	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000 -ledger both -baseline off
+	cd test/bench/storecmp && $(GO) run . -emails 20000 -flush 100
 
 # Each fuzz target for a bounded time (FUZZTIME each); the seed corpora also run in make test.
 FUZZTIME ?= 60s
@@ -75,6 +80,12 @@ fuzz:
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
 soak:
 	SMTPOUT_SOAK=1 $(GO) test -count=1 -run '^TestSoak$$' -timeout 10m -v ./test
+
+# 20 cycles of Fluent Bit killed with SIGKILL mid-chunk and restarted, filesystem storage and
+# ledger_dir, through a real Fluent Bit (not part of make test): prints lost= and duplicates=.
+soak-restarts: smtpout.so mailpit
+	@test -n "$(FLUENT_BIT)" || { echo "soak-restarts: set FLUENT_BIT=/path/to/fluent-bit"; exit 2; }
+	SMTPOUT_SOAK_RESTARTS=1 FLUENT_BIT=$(FLUENT_BIT) MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -run '^TestSoakRestarts$$' -timeout 15m -v ./test
 
 clean:
 	rm -f smtpout.so smtpout.h smtpout

@@ -120,7 +120,6 @@ import (
 	"unsafe"
 
 	"github.com/smtpout/smtpout/internal/pipeline"
-	"github.com/smtpout/smtpout/mailer"
 )
 
 // Metric namespace and subsystem: every metric is fluentbit_smtp_<name>, with the label
@@ -157,18 +156,29 @@ var cmtCounterDefs = []cmtCounter{
 		func(st pipeline.Stats) int { return st.Dropped + st.Malformed }},
 }
 
+// runningTotals are counts the instance keeps itself (the mailer's dials and AUTH results, the
+// ledger's failed writes), in the order of cmtTotalDefs; record adds what grew since the last
+// flush.
+type runningTotals [5]int64
+
+// cmtTotalDefs name the counters fed from runningTotals.
+var cmtTotalDefs = [len(runningTotals{})]struct{ name, help string }{
+	{"connections_opened_total", "SMTP connections opened (dials, successful or not)."},
+	{"token_requests_ok_total", "OAuth 2.0 token requests that obtained a token (auth_mechanism xoauth2/oauthbearer)."},
+	{"token_requests_failed_total", "OAuth 2.0 token requests that failed (endpoint unreachable, or an OAuth error such as invalid_client)."},
+	{"auth_failures_total", "SMTP AUTH attempts the server refused (5xx, or a refused token)."},
+	{"ledger_write_errors_total", "Failed writes and syncs of the ledger file in ledger_dir (a full disk): emails settled then may be sent again after a restart."},
+}
+
+// totalsOf reads an instance's running totals.
+func totalsOf(run *pipeline.Instance) runningTotals {
+	a := run.AuthStats()
+	return runningTotals{run.Dials(), a.TokenOK, a.TokenFailed, a.AuthFailures, run.LedgerErrors()}
+}
+
 const (
-	connectionsName = "connections_opened_total"
-	connectionsHelp = "SMTP connections opened (dials, successful or not)."
-	// The authentication counters, from the mailer (Instance.AuthStats) like the connections.
-	tokenOKName     = "token_requests_ok_total"
-	tokenOKHelp     = "OAuth 2.0 token requests that obtained a token (auth_mechanism xoauth2/oauthbearer)."
-	tokenFailedName = "token_requests_failed_total"
-	tokenFailedHelp = "OAuth 2.0 token requests that failed (endpoint unreachable, or an OAuth error such as invalid_client)."
-	authFailedName  = "auth_failures_total"
-	authFailedHelp  = "SMTP AUTH attempts the server refused (5xx, or a refused token)."
-	latencyName     = "delivery_seconds"
-	latencyHelp     = "Time to deliver one email: from taking a connection (dialling when needed) to the server's final reply."
+	latencyName = "delivery_seconds"
+	latencyHelp = "Time to deliver one email: from taking a connection (dialling when needed) to the server's final reply."
 )
 
 // latencyBuckets are the upper bounds of the delivery_seconds histogram.
@@ -184,16 +194,13 @@ var (
 // cmtMetrics are one instance's counters in Fluent Bit's cmetrics context; nil when the host
 // offers none. Safe for concurrent use (flushes of several workers).
 type cmtMetrics struct {
-	mu          sync.Mutex
-	labels      **C.char // one C string, the instance name (C memory, kept for the process)
-	counters    []unsafe.Pointer
-	connections unsafe.Pointer
-	// auth are the token_requests_ok, token_requests_failed and auth_failures counters.
-	auth     [3]unsafe.Pointer
-	latency  unsafe.Pointer // nil when the host lacks histograms
-	dials    int64          // dials already counted
-	authSeen [3]int64       // auth counts already counted
-	closed   bool
+	mu         sync.Mutex
+	labels     **C.char // one C string, the instance name (C memory, kept for the process)
+	counters   []unsafe.Pointer
+	totals     [len(runningTotals{})]unsafe.Pointer // the counters of cmtTotalDefs
+	latency    unsafe.Pointer                       // nil when the host lacks histograms
+	totalsSeen runningTotals                        // running totals already counted
+	closed     bool
 }
 
 // openMetrics creates the instance's metrics in the cmetrics context Fluent Bit keeps for
@@ -236,12 +243,9 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 		}
 		m.counters = append(m.counters, p)
 	}
-	if m.connections = create(connectionsName, connectionsHelp); m.connections == nil {
-		failed = append(failed, connectionsName)
-	}
-	for i, c := range [3][2]string{{tokenOKName, tokenOKHelp}, {tokenFailedName, tokenFailedHelp}, {authFailedName, authFailedHelp}} {
-		if m.auth[i] = create(c[0], c[1]); m.auth[i] == nil {
-			failed = append(failed, c[0])
+	for i, c := range cmtTotalDefs {
+		if m.totals[i] = create(c.name, c.help); m.totals[i] == nil {
+			failed = append(failed, c.name)
 		}
 	}
 	if len(failed) > 0 {
@@ -264,10 +268,10 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 
 	// Every series exists from the start, at 0, so increase() and rate() see the first events.
 	now := cmtTimestamp()
-	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.connections, m.auth[0], m.auth[1], m.auth[2]) {
+	for _, p := range append(append([]unsafe.Pointer{}, m.counters...), m.totals[:]...) {
 		C.smtpout_counter_add(&cmtAPI, p, now, 0, m.labels)
 	}
-	what := fmt.Sprintf("%d counters", len(m.counters)+1+len(m.auth))
+	what := fmt.Sprintf("%d counters", len(m.counters)+len(m.totals))
 	if m.latency != nil {
 		what += " and the " + metricNamespace + "_" + metricSubsystem + "_" + latencyName + " histogram"
 	}
@@ -278,9 +282,9 @@ func openMetrics(api *C.struct_smtpout_flb_api, ins unsafe.Pointer, name string,
 // cmtTimestamp is the cmetrics timestamp: nanoseconds since the epoch.
 func cmtTimestamp() C.uint64_t { return C.uint64_t(time.Now().UnixNano()) }
 
-// record adds what one flush did; dials and auth are the mailer's counts so far. A nil m
-// does nothing.
-func (m *cmtMetrics) record(st pipeline.Stats, dials int64, auth mailer.AuthStats) {
+// record adds what one flush did, and what the running totals grew by since the last call. A
+// nil m does nothing.
+func (m *cmtMetrics) record(st pipeline.Stats, totals runningTotals) {
 	if m == nil {
 		return
 	}
@@ -295,14 +299,10 @@ func (m *cmtMetrics) record(st pipeline.Stats, dials int64, auth mailer.AuthStat
 			C.smtpout_counter_add(&cmtAPI, m.counters[i], now, C.double(v), m.labels)
 		}
 	}
-	if d := dials - m.dials; d > 0 {
-		m.dials = dials
-		C.smtpout_counter_add(&cmtAPI, m.connections, now, C.double(d), m.labels)
-	}
-	for i, v := range [3]int64{auth.TokenOK, auth.TokenFailed, auth.AuthFailures} {
-		if d := v - m.authSeen[i]; d > 0 {
-			m.authSeen[i] = v
-			C.smtpout_counter_add(&cmtAPI, m.auth[i], now, C.double(d), m.labels)
+	for i, v := range totals {
+		if d := v - m.totalsSeen[i]; d > 0 {
+			m.totalsSeen[i] = v
+			C.smtpout_counter_add(&cmtAPI, m.totals[i], now, C.double(d), m.labels)
 		}
 	}
 	if m.latency != nil {

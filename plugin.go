@@ -98,7 +98,11 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 	for _, k := range config.Keys {
 		g.Get(k)
 	}
-	run := pipeline.Open(g, log, pipeline.Options{})
+	opt := pipeline.Options{}
+	if watchSIGTERM() { // sigterm.go: flushes started after a SIGTERM end within flush_timeout of it
+		opt.StopSignalled = sigtermAt
+	}
+	run := pipeline.Open(g, log, opt)
 	g.plugin = nil
 	if run == nil {
 		return flb.FLB_ERROR
@@ -137,7 +141,7 @@ func FLBPluginFlushCtx(ctx, data unsafe.Pointer, length C.size_t, tag *C.char) (
 		copy(buf, unsafe.Slice((*byte)(data), int(length)))
 	}
 	code, st := in.run.Flush(t, buf)
-	in.metrics.record(st, in.run.Dials(), in.run.AuthStats())
+	in.metrics.record(st, totalsOf(in.run))
 	return C.int(code)
 }
 

@@ -118,6 +118,9 @@ type Config struct {
 	// per minute per instance; 0 turns it off.
 	MaxEmailsPerMinute int
 
+	// Durability: ledger_dir, ledger_max_entries, ledger_max_age, flush_timeout (ledger.go).
+	Durability
+
 	// Warnings are problems that do not stop start-up (a short secret_key, tls_verify false).
 	Warnings []string
 }

@@ -74,6 +74,11 @@ func TestParseDefaults(t *testing.T) {
 		Timeout:           30 * time.Second,
 		JSONDateKey:       "date",
 		MaxConnections:    4,
+		Durability: Durability{
+			LedgerMaxEntries: 100_000,
+			LedgerMaxAge:     24 * time.Hour,
+			FlushTimeout:     3 * time.Second,
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() (-want +got):\n%s", diff)

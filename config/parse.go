@@ -147,6 +147,7 @@ func Parse(g Getter) (Config, error) {
 	}
 	c.DeadLetterMaxSize = p.size("dead_letter_max_size", DefaultDeadLetterMaxSize)
 	c.MaxEmailsPerMinute = p.integer("max_emails_per_minute", 0, 0, 1_000_000)
+	p.parseDurability(&c.Durability) // config/ledger.go
 
 	if len(p.errs) > 0 {
 		return c, errors.Join(p.errs...)

@@ -35,6 +35,28 @@ type Message struct {
 	To []string
 	// Data is the RFC 5322 message with CRLF line ends, not dot-stuffed.
 	Data []byte
+	// Done, when set, is called with the message's Result as soon as the server's final
+	// reply (or the failure) is known, on the goroutine that sent it and before Send returns.
+	// It is not called for messages Send never tried (those come back as Retry).
+	Done func(Result)
+}
+
+// ErrDeadline is the error of messages left unsent because the soft deadline set with
+// WithSoftDeadline passed.
+var ErrDeadline = errors.New("flush_timeout reached before this email was started: handed back to Fluent Bit for a retry")
+
+type softDeadlineKey struct{}
+
+// WithSoftDeadline returns a context that tells Send to start no new message after t.
+// Messages already on the wire at t are finished (bounded by ctx's own deadline, which
+// should be a little later); the others come back as Retry with ErrDeadline.
+func WithSoftDeadline(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, softDeadlineKey{}, t)
+}
+
+func softDeadline(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(softDeadlineKey{}).(time.Time)
+	return t, ok
 }
 
 // RecipientError is a recipient the server refused.
@@ -298,20 +320,26 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 		firstErr  error
 		wg        sync.WaitGroup
 	)
-	claim := func() (int, bool) {
-		i := next.Add(1) - 1
-		if i >= int64(len(msgs)) {
-			closeOnce.Do(func() { close(exhausted) })
-			return 0, false
-		}
-		return int(i), true
-	}
 	fail := func(err error) {
 		errMu.Lock()
 		if firstErr == nil {
 			firstErr = err
 		}
 		errMu.Unlock()
+	}
+	soft, hasSoft := softDeadline(ctx)
+	claim := func() (int, bool) {
+		if hasSoft && !time.Now().Before(soft) {
+			fail(ErrDeadline)
+			closeOnce.Do(func() { close(exhausted) })
+			return 0, false
+		}
+		i := next.Add(1) - 1
+		if i >= int64(len(msgs)) {
+			closeOnce.Do(func() { close(exhausted) })
+			return 0, false
+		}
+		return int(i), true
 	}
 	work := func(first bool) {
 		defer wg.Done()
@@ -345,6 +373,9 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			var setupErr error
 			results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
 			done[i] = true
+			if msgs[i].Done != nil {
+				msgs[i].Done(results[i])
+			}
 			if setupErr != nil {
 				fail(setupErr)
 				return

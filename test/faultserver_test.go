@@ -84,6 +84,9 @@ type faultOptions struct {
 	users map[string]string
 	// authRefused starts the server refusing every AUTH with 535 until acceptAuth is called.
 	authRefused bool
+	// delay holds each reply to a stored message back this long after storing it, as a
+	// slow server does (a client killed meanwhile never hears that the message was taken).
+	delay time.Duration
 }
 
 // stored is one message the fault server accepted, as the test checks it.
@@ -478,6 +481,9 @@ func (s *faultSession) Data(r io.Reader) error {
 		return errDropped
 	}
 	s.fs.store(body, s.to, false)
+	if s.fs.opt.delay > 0 {
+		time.Sleep(s.fs.opt.delay)
+	}
 	return nil
 }
 

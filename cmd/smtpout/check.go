@@ -157,7 +157,7 @@ func checkOutput(w io.Writer, o fbconf.Output) (ok bool, warnings int) {
 	fmt.Fprintln(w, title)
 
 	log := &checkLogger{w: w, name: o.Label()}
-	in := pipeline.Open(config.MapGetter(o.Keys), log, pipeline.Options{})
+	in := pipeline.Open(config.MapGetter(o.Keys), log, pipeline.Options{SkipLedgerFile: true}) // Fluent Bit may hold the ledger
 	if in != nil {
 		_ = in.Close() // nothing was dialled: closing only releases the instance
 	}

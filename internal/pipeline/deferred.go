@@ -13,35 +13,40 @@ const DefaultDeferredLimit = 10_000
 // greylisting). Safe for concurrent use.
 type deferrals struct {
 	mu    sync.Mutex
-	m     map[string][]string
+	m     map[ledgerKey][]string
 	limit int
 }
 
 func newDeferrals(limit int) *deferrals {
-	return &deferrals{m: make(map[string][]string), limit: limit}
+	return &deferrals{m: make(map[ledgerKey][]string), limit: limit}
 }
 
 // get returns the recipients still owed the email, or nil.
 func (d *deferrals) get(id string) []string {
+	k := keyOf(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.m[id]
+	return d.m[k]
 }
 
 // set records the recipients still owed the email; false when the table is full.
-func (d *deferrals) set(id string, to []string) bool {
+func (d *deferrals) set(id string, to []string) bool { return d.setKey(keyOf(id), to) }
+
+func (d *deferrals) setKey(k ledgerKey, to []string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.m[id]; !ok && len(d.m) >= d.limit {
+	if _, ok := d.m[k]; !ok && len(d.m) >= d.limit {
 		return false
 	}
-	d.m[id] = to
+	d.m[k] = to
 	return true
 }
 
 // done forgets id: every recipient has been served, for good or ill.
-func (d *deferrals) done(id string) {
+func (d *deferrals) done(id string) { d.doneKey(keyOf(id)) }
+
+func (d *deferrals) doneKey(k ledgerKey) {
 	d.mu.Lock()
-	delete(d.m, id)
+	delete(d.m, k)
 	d.mu.Unlock()
 }

@@ -97,6 +97,9 @@ func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Resul
 		} else {
 			out[i] = mailer.Result{Outcome: mailer.Delivered}
 		}
+		if m.Done != nil { // as the mailer does: each outcome as soon as it is known
+			m.Done(out[i])
+		}
 	}
 	return out
 }

@@ -122,8 +122,18 @@ func (l *Ledger) Claim(id string) Claim {
 }
 
 // Settle records id as done for good and ends the caller's claim on it.
-func (l *Ledger) Settle(id string) {
-	k := keyOf(id)
+func (l *Ledger) Settle(id string) { l.settleKey(keyOf(id)) }
+
+// settled reports whether k is settled.
+func (l *Ledger) settled(k ledgerKey) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.find(k)
+	return ok
+}
+
+// settleKey is Settle by key (loading the ledger from disk).
+func (l *Ledger) settleKey(k ledgerKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inflight, k)

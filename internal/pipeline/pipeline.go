@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smtpout/smtpout/chunk"
@@ -58,6 +59,18 @@ type Options struct {
 	// DeadLetters keeps permanently rejected and unrenderable records (deadletter.go); nil is
 	// off. Open sets it from dead_letter_dir.
 	DeadLetters *deadletter.Writer
+	// FlushTimeout is the time budget of one flush (config.DefaultFlushTimeout): past it no
+	// new email is started and the rest go back to Fluent Bit as RETRY; an email already on
+	// the wire gets config.FlushFinishSlack more. Open sets it from flush_timeout.
+	FlushTimeout time.Duration
+	// StopSignalled, when set, returns when the process was told to stop (SIGTERM), or the
+	// zero time: a flush that starts later gets only what is left of flush_timeout counted
+	// from the signal, so every flush ends within flush_timeout (plus the slack for an email
+	// on the wire) of the signal, before Fluent Bit's Grace runs out.
+	StopSignalled func() time.Time
+	// SkipLedgerFile: Open checks ledger_dir but neither opens nor locks the ledger in it
+	// (smtpout check, while Fluent Bit may hold it).
+	SkipLedgerFile bool
 }
 
 // Stats counts what flushes did. Every record handed to Flush ends in exactly one of
@@ -109,6 +122,11 @@ type Instance struct {
 	quiet  *repeats
 	guard  *guard             // nil when the storm guard is off
 	dead   *deadletter.Writer // nil without dead_letter_dir
+	disk   *durable           // nil without ledger_dir (durable.go)
+
+	flushTimeout time.Duration
+	stopped      func() time.Time // Options.StopSignalled; nil: never
+	ledgerErrs   atomic.Int64     // failed writes and syncs of the ledger file
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -128,6 +146,9 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 	if opt.RepeatWindow <= 0 {
 		opt.RepeatWindow = DefaultRepeatWindow
 	}
+	if opt.FlushTimeout <= 0 {
+		opt.FlushTimeout = config.DefaultFlushTimeout
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{
 		render: r,
@@ -138,6 +159,10 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		quiet:  newRepeats(opt.RepeatWindow, opt.Now),
 		guard:  newGuard(opt.MaxEmailsPerMinute, opt.Now),
 		dead:   opt.DeadLetters,
+
+		flushTimeout: opt.FlushTimeout,
+		stopped:      opt.StopSignalled,
+
 		ctx:    ctx,
 		cancel: cancel,
 	}
@@ -179,6 +204,17 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 			return nil
 		}
 	}
+	if opt.FlushTimeout == 0 {
+		opt.FlushTimeout = cfg.FlushTimeout
+	}
+	useDisk := cfg.LedgerDir != "" && !opt.SkipLedgerFile
+	if useDisk {
+		opt.LedgerSize = max(opt.LedgerSize, cfg.LedgerMaxEntries)
+	}
+	in := NewInstance(r, m, log, opt)
+	if useDisk && !in.openDurable(cfg, opt.Now) {
+		return nil
+	}
 	log.Log(LevelInfo, "started: "+EffectiveConfig(cfg))
 	for _, w := range cfg.Warnings {
 		log.Log(LevelWarn, w)
@@ -186,7 +222,7 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	if opt.MaxEmailsPerMinute > 0 {
 		log.Log(LevelInfo, guardNotice(opt.MaxEmailsPerMinute))
 	}
-	return NewInstance(r, m, log, opt)
+	return in
 }
 
 // splitErrors undoes errors.Join (one level, recursively for nested joins).
@@ -265,6 +301,12 @@ func EffectiveConfig(cfg config.Config) string {
 	if cfg.DeadLetterDir != "" {
 		kv("dead_letter_max_size", fmt.Sprint(cfg.DeadLetterMaxSize))
 	}
+	kv("flush_timeout", cfg.FlushTimeout.String())
+	kv("ledger_dir", cfg.LedgerDir)
+	if cfg.LedgerDir != "" {
+		kv("ledger_max_entries", fmt.Sprint(cfg.LedgerMaxEntries))
+		kv("ledger_max_age", cfg.LedgerMaxAge.String())
+	}
 	return b.String()
 }
 
@@ -342,6 +384,10 @@ func (in *Instance) AuthStats() mailer.AuthStats {
 	return mailer.AuthStats{}
 }
 
+// LedgerErrors returns how many writes or syncs of the ledger file (ledger_dir) have failed
+// so far, for the ledger_write_errors_total metric.
+func (in *Instance) LedgerErrors() int64 { return in.ledgerErrs.Load() }
+
 // pending is one record of a chunk on its way to the server.
 type pending struct {
 	email *output.Email
@@ -363,7 +409,20 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}
 	in.active++
 	in.mu.Unlock()
+	start := time.Now()
+	if in.stopped != nil {
+		if t := in.stopped(); !t.IsZero() && t.Before(start) {
+			start = t // shutting down: the budget runs from the signal
+		}
+	}
+	soft := start.Add(in.flushTimeout)
+	ctx, cancel := context.WithDeadline(in.ctx, soft.Add(config.FlushFinishSlack))
+	defer cancel()
+	ctx = mailer.WithSoftDeadline(ctx, soft)
 	defer func() {
+		if in.disk != nil {
+			in.disk.sync() // before Fluent Bit hears the result, even after a panic
+		}
 		in.mu.Lock()
 		in.total.add(st)
 		in.active--
@@ -395,9 +454,23 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		}
 	}
 	sending = true
+	if len(batch) > 0 && !time.Now().Before(soft) {
+		// The budget is spent before anything was sent (a flush that starts long after a
+		// SIGTERM): hand the whole batch back.
+		for _, b := range batch {
+			in.ledger.Release(b.email.MessageID)
+		}
+		st.Retried += len(batch)
+		retry = true
+		if in.guard != nil {
+			in.guard.refund(booked, len(batch)) // not sent: not counted
+		}
+		in.logQuiet(LevelWarn, fmt.Sprintf("tag %q: %d email(s) will be retried: %v", tag, len(batch), mailer.ErrDeadline))
+		batch = nil
+	}
 	if len(batch) > 0 {
 		retried := st.Retried
-		if in.sendBatch(tag, batch, &st) {
+		if in.sendBatch(ctx, tag, batch, &st) {
 			retry = true
 		}
 		if in.guard != nil {
@@ -496,10 +569,14 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 
 // sendBatch sends the claimed emails, settles or releases each claim, logs the outcomes and
 // reports whether any needs a retry.
-func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry bool) {
+func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, st *Stats) (retry bool) {
 	msgs := make([]mailer.Message, len(batch))
 	for i, p := range batch {
 		msgs[i] = mailer.Message{ID: p.email.MessageID, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
+		if d := in.disk; d != nil {
+			id := p.email.MessageID
+			msgs[i].Done = func(res mailer.Result) { d.recordResult(id, res) }
+		}
 	}
 	resolved := make([]bool, len(batch))
 	defer func() {
@@ -510,7 +587,7 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 			}
 		}
 	}()
-	results := in.send.Send(in.ctx, msgs)
+	results := in.send.Send(ctx, msgs)
 
 	retryErrs := make(map[string]int) // error text -> count
 	var retryOrder []string
@@ -553,6 +630,9 @@ func (in *Instance) sendBatch(tag string, batch []pending, st *Stats) (retry boo
 				in.log.Log(LevelError, fmt.Sprintf(
 					"message_id=<%s>: %d deferred recipient(s) dropped: more than %d emails are waiting for deferred recipients",
 					id, len(owed), DefaultDeferredLimit))
+				if in.disk != nil {
+					in.disk.settle(id) // the ledger file holds the owed recipients: end them
+				}
 			}
 			in.owed.done(id)
 			in.ledger.Settle(id)
@@ -668,6 +748,15 @@ func (in *Instance) Close() error {
 		t.Records, t.Delivered, t.Rejected, t.Retried, t.Skipped, t.Dropped, t.Malformed, t.RecipientsRejected))
 	if err != nil {
 		in.log.Log(LevelWarn, "closing SMTP connections: "+err.Error())
+	}
+	if in.disk != nil {
+		size, derr := in.disk.close()
+		if derr != nil {
+			in.log.Log(LevelError, "ledger: closing "+derr.Error())
+			err = errors.Join(err, derr)
+		} else {
+			in.log.Log(LevelInfo, fmt.Sprintf("ledger: closed %s, %d bytes on disk", in.disk.j.Path(), size))
+		}
 	}
 	return err
 }

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,8 @@ type options struct {
 	warmup      int
 	so          string
 	keep        bool
+	ledger      string
+	trials      int
 }
 
 // Credentials of the sink; never secrets of anyone.
@@ -83,6 +86,8 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 0, "warm-up flushes before measuring (0: 2 per worker)")
 	flag.StringVar(&o.so, "so", "", "use this smtpout.so instead of building one")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (plugin log, chunk, certificates)")
+	flag.StringVar(&o.ledger, "ledger", "off", "ledger_dir (in the work directory): off, on, or both (runs alternating, compared by medians)")
+	flag.IntVar(&o.trials, "trials", 3, "with -ledger both: runs of each")
 	flag.Parse()
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -107,6 +112,9 @@ func (o *options) check() error {
 	onOff("baseline", o.baseline)
 	if o.format != "machine" && o.format != "readable" {
 		errs = append(errs, fmt.Errorf("-format %q: want machine or readable", o.format))
+	}
+	if o.ledger != "off" && o.ledger != "on" && o.ledger != "both" {
+		errs = append(errs, fmt.Errorf("-ledger %q: want off, on or both", o.ledger))
 	}
 	if o.tlsMode != "implicit" && o.tlsMode != "starttls" {
 		errs = append(errs, fmt.Errorf("-tls %q: want implicit or starttls", o.tlsMode))
@@ -246,16 +254,42 @@ func run(o options) error {
 		return err
 	}
 
-	fmt.Fprintln(os.Stderr, "bench: smtpout ...")
-	pr, err := runPlugin(o, hostBin, so, dir, chunkPath, addr, cert.CAFile)
-	if err != nil {
-		return err
+	ledgers := []string{o.ledger}
+	if o.ledger == "both" {
+		ledgers = nil
+		for t := range max(o.trials, 1) { // alternate the order, so drift in the machine's load hits both
+			if t%2 == 0 {
+				ledgers = append(ledgers, "off", "on")
+			} else {
+				ledgers = append(ledgers, "on", "off")
+			}
+		}
 	}
+	var runs []pluginRun
+	var offRuns, onRuns []pluginRun
+	var sent int64
+	for _, l := range ledgers {
+		fmt.Fprintf(os.Stderr, "bench: smtpout (ledger_dir %s) ...\n", l)
+		ol := o
+		ol.ledger = l
+		pr, err := runPlugin(ol, hostBin, so, dir, chunkPath, addr, cert.CAFile)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, pr)
+		if l == "on" {
+			onRuns = append(onRuns, pr)
+		} else {
+			offRuns = append(offRuns, pr)
+		}
+		sent += pr.sent
+	}
+	pr := runs[0]
 	sample := sink.Sample()
 	pluginSessions := sink.Sessions()
 	verifyErr := output.Verify(bytes.NewReader(sample), []byte(benchSecret))
-	if got := sink.Messages(); got != pr.sent {
-		return fmt.Errorf("the sink accepted %d messages, the plugin reported %d delivered", got, pr.sent)
+	if got := sink.Messages(); got != sent {
+		return fmt.Errorf("the sink accepted %d messages, the plugin reported %d delivered", got, sent)
 	}
 
 	var base *figures
@@ -268,7 +302,58 @@ func run(o options) error {
 		base = &b
 	}
 	report(os.Stdout, o, recordSize, pr, base, sink, pluginSessions, verifyErr, loadBefore)
+	if o.ledger == "both" {
+		reportLedger(os.Stdout, o, offRuns, onRuns, dir)
+	}
 	return nil
+}
+
+// median returns the median of f over runs.
+func median(runs []pluginRun, f func(pluginRun) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	if n := len(v); n%2 == 1 {
+		return v[n/2]
+	} else {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+}
+
+// reportLedger compares runs without ledger_dir (off) with runs with it (on), by medians:
+// the CPU each email costs more and the throughput lost, against the targets of issue 15.
+func reportLedger(w io.Writer, o options, off, on []pluginRun, ledgerDir string) {
+	each := func(runs []pluginRun, f func(pluginRun) float64) string {
+		parts := make([]string, len(runs))
+		for i, r := range runs {
+			parts[i] = fmt.Sprintf("%.1f", f(r))
+		}
+		return strings.Join(parts, " ")
+	}
+	cpu := func(r pluginRun) float64 { return r.cpuPerEmail() }
+	rate := func(r pluginRun) float64 { return r.perSec() }
+	fmt.Fprintf(w, "ledger_dir off, %d runs: emails/s %s; CPU µs/email %s\n", len(off), each(off, rate), each(off, cpu))
+	fmt.Fprintf(w, "ledger_dir on,  %d runs: emails/s %s; CPU µs/email %s\n", len(on), each(on, rate), each(on, cpu))
+	fmt.Fprintf(w, "%-34s %10s %14s\n", "medians", "emails/s", "CPU µs/email")
+	fmt.Fprintf(w, "%-34s %10.1f %14.1f\n", "smtpout without ledger_dir", median(off, rate), median(off, cpu))
+	fmt.Fprintf(w, "%-34s %10.1f %14.1f\n", "smtpout with ledger_dir", median(on, rate), median(on, cpu))
+	fs := "?"
+	if out, err := exec.Command("df", "--output=fstype", ledgerDir).Output(); err == nil {
+		if f := strings.Fields(string(out)); len(f) == 2 {
+			fs = f[1]
+		}
+	}
+	extra := median(on, cpu) - median(off, cpu)
+	loss := 100 * (1 - median(on, rate)/median(off, rate))
+	fmt.Fprintf(w, "ledger_dir in %s (%s): one write per email, one fdatasync per flush of %d\n", ledgerDir, fs, o.perFlush)
+	fmt.Fprintf(w, "target: ledger_dir costs <= 10 µs CPU per email: %+.1f µs %s\n", extra, onOff(extra <= 10))
+	if o.rtt == 10*time.Millisecond {
+		fmt.Fprintf(w, "target: ledger_dir loses <= 10%% of throughput at 10 ms RTT: %.1f%% %s\n", loss, onOff(loss <= 10))
+	} else {
+		fmt.Fprintf(w, "reported: throughput lost with ledger_dir at rtt %v: %.1f%% (target applies at 10 ms)\n", o.rtt, loss)
+	}
 }
 
 // runPlugin starts the host, configures one instance against addr, warms it up, measures
@@ -299,6 +384,14 @@ func runPlugin(o options, hostBin, so, dir, chunkPath, addr, caFile string) (plu
 		"max_connections": strconv.Itoa(o.connections),
 		"pipelining":      o.pipelining,
 		"chunking":        o.chunking,
+	}
+	if o.ledger == "on" {
+		ld, err := os.MkdirTemp(dir, "ledger-") // a fresh ledger per run: the runs send the same emails
+		if err != nil {
+			return fail(err)
+		}
+		keys["ledger_dir"] = ld
+		pr.name = "smtpout with ledger_dir"
 	}
 	if err := h.Configure(keys); err != nil {
 		return fail(err)
