@@ -99,8 +99,8 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 		g.Get(k)
 	}
 	opt := pipeline.Options{}
-	if watchSIGTERM() { // sigterm.go: flushes started after a SIGTERM end within flush_timeout of it
-		opt.StopSignalled = sigtermAt
+	if watchSIGTERM() { // sigterm.go: once Fluent Bit gets SIGTERM, flushes end within flush_timeout
+		opt.StopSignalled, opt.Stopping = sigtermAt, sigtermSignal()
 	}
 	run := pipeline.Open(g, log, opt)
 	g.plugin = nil

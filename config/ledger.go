@@ -16,9 +16,9 @@ const (
 	DefaultLedgerMaxEntries = 100_000
 	// DefaultLedgerMaxAge is how long ledger_dir keeps a settled Message-ID (ledger_max_age).
 	DefaultLedgerMaxAge = 24 * time.Hour
-	// DefaultFlushTimeout is the time budget of one flush (flush_timeout): past it, the
-	// records not yet sent go back to Fluent Bit as RETRY, so a flush never holds up Fluent
-	// Bit's shutdown past its Grace (5 s by default).
+	// DefaultFlushTimeout is how long flushes may go on once Fluent Bit got SIGTERM
+	// (flush_timeout): past it, the records not yet sent go back to Fluent Bit as RETRY, so
+	// a flush never holds up Fluent Bit's shutdown past its Grace (5 s by default).
 	DefaultFlushTimeout = 3 * time.Second
 	// FlushFinishSlack is how long a message already on the wire at the flush deadline may
 	// take to get its reply before its connection is cut (the reply is then unknown and the
@@ -42,7 +42,7 @@ type Durability struct {
 	// ledger_max_age).
 	LedgerMaxEntries int
 	LedgerMaxAge     time.Duration
-	// FlushTimeout is the time budget of one flush (flush_timeout).
+	// FlushTimeout is how long flushes may go on after a SIGTERM (flush_timeout).
 	FlushTimeout time.Duration
 }
 

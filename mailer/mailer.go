@@ -51,12 +51,24 @@ type softDeadlineKey struct{}
 // Messages already on the wire at t are finished (bounded by ctx's own deadline, which
 // should be a little later); the others come back as Retry with ErrDeadline.
 func WithSoftDeadline(ctx context.Context, t time.Time) context.Context {
-	return context.WithValue(ctx, softDeadlineKey{}, t)
+	return WithSoftDeadlineFunc(ctx, func() time.Time { return t })
 }
 
-func softDeadline(ctx context.Context) (time.Time, bool) {
-	t, ok := ctx.Value(softDeadlineKey{}).(time.Time)
-	return t, ok
+// WithSoftDeadlineFunc is WithSoftDeadline with a deadline that may appear or move while Send
+// runs (a shutdown signal): deadline is asked before each message is started, and its zero
+// value means none yet.
+func WithSoftDeadlineFunc(ctx context.Context, deadline func() time.Time) context.Context {
+	return context.WithValue(ctx, softDeadlineKey{}, deadline)
+}
+
+// softDeadlinePassed reports whether ctx's soft deadline (if any) has passed.
+func softDeadlinePassed(ctx context.Context) bool {
+	f, ok := ctx.Value(softDeadlineKey{}).(func() time.Time)
+	if !ok {
+		return false
+	}
+	t := f()
+	return !t.IsZero() && !time.Now().Before(t)
 }
 
 // RecipientError is a recipient the server refused.
@@ -327,9 +339,8 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 		}
 		errMu.Unlock()
 	}
-	soft, hasSoft := softDeadline(ctx)
 	claim := func() (int, bool) {
-		if hasSoft && !time.Now().Before(soft) {
+		if softDeadlinePassed(ctx) {
 			fail(ErrDeadline)
 			closeOnce.Do(func() { close(exhausted) })
 			return 0, false

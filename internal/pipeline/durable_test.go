@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -274,23 +275,71 @@ func TestFullDiskFallsBackToAtLeastOnce(t *testing.T) {
 	}
 }
 
-// TestFlushTimeoutHandsBackTheRest: a flush stuck on the server ends at its time budget
-// (plus the slack for a message on the wire) with RETRY and its claims released.
+// TestFlushTimeoutHandsBackTheRest: a flush stuck on the server when the stop signal comes
+// ends flush_timeout after it (plus the slack for a message on the wire) with RETRY and its
+// claims released.
 func TestFlushTimeoutHandsBackTheRest(t *testing.T) {
 	s := newSender()
 	s.block = make(chan struct{}) // never answers
-	in := newTestInstance(t, s, &recorder{Max: LevelInfo}, Options{FlushTimeout: 100 * time.Millisecond})
-	start := time.Now()
-	code, st := in.Flush("app", records(5, nil))
-	took := time.Since(start)
-	if code != FLBRetry || st.Retried != 5 {
-		t.Errorf("code %d stats %+v, want RETRY with 5 retried", code, st)
+	s.entered = make(chan struct{}, 1)
+	var mu sync.Mutex
+	var signalled time.Time
+	stopping := make(chan struct{})
+	in := newTestInstance(t, s, &recorder{Max: LevelInfo}, Options{
+		FlushTimeout: 100 * time.Millisecond,
+		StopSignalled: func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return signalled
+		},
+		Stopping: stopping,
+	})
+	type flushed struct {
+		code int
+		st   Stats
+		at   time.Time
 	}
-	if limit := 100*time.Millisecond + config.FlushFinishSlack + 500*time.Millisecond; took > limit {
-		t.Errorf("flush took %v, want at most %v", took, limit)
+	done := make(chan flushed, 1)
+	go func() {
+		code, st := in.Flush("app", records(5, nil))
+		done <- flushed{code, st, time.Now()}
+	}()
+	<-s.entered // the flush is sending
+	select {
+	case f := <-done:
+		t.Fatalf("flush returned before the stop signal: %+v", f)
+	case <-time.After(300 * time.Millisecond): // longer than flush_timeout: no budget yet
+	}
+	mu.Lock()
+	signalled = time.Now()
+	mu.Unlock()
+	close(stopping)
+	f := <-done
+	if f.code != FLBRetry || f.st.Retried != 5 {
+		t.Errorf("code %d stats %+v, want RETRY with 5 retried", f.code, f.st)
+	}
+	if took, limit := f.at.Sub(signalled), 100*time.Millisecond+config.FlushFinishSlack+500*time.Millisecond; took > limit {
+		t.Errorf("flush ended %v after the signal, want at most %v", took, limit)
 	}
 	if n := in.ledger.InFlight(); n != 0 {
 		t.Errorf("%d claims left after the timeout", n)
+	}
+}
+
+// TestFlushNotCutShortWithoutStopSignal: until the process is told to stop, a flush that
+// takes longer than flush_timeout runs to the end (Fluent Bit's Retry_Limit counts every
+// RETRY: cutting it would let Fluent Bit drop the chunk).
+func TestFlushNotCutShortWithoutStopSignal(t *testing.T) {
+	s := newSender()
+	s.block = make(chan struct{})
+	in := newTestInstance(t, s, &recorder{Max: LevelInfo}, Options{
+		FlushTimeout:  50 * time.Millisecond,
+		StopSignalled: func() time.Time { return time.Time{} },
+		Stopping:      make(chan struct{}),
+	})
+	time.AfterFunc(300*time.Millisecond, func() { close(s.block) })
+	if code, st := in.Flush("app", records(5, nil)); code != FLBOK || st.Delivered != 5 {
+		t.Errorf("code %d stats %+v, want OK with all 5 delivered after 300 ms", code, st)
 	}
 }
 

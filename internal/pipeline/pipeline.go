@@ -59,15 +59,20 @@ type Options struct {
 	// DeadLetters keeps permanently rejected and unrenderable records (deadletter.go); nil is
 	// off. Open sets it from dead_letter_dir.
 	DeadLetters *deadletter.Writer
-	// FlushTimeout is the time budget of one flush (config.DefaultFlushTimeout): past it no
-	// new email is started and the rest go back to Fluent Bit as RETRY; an email already on
-	// the wire gets config.FlushFinishSlack more. Open sets it from flush_timeout.
+	// FlushTimeout is how long flushes may go on once the process was told to stop
+	// (config.DefaultFlushTimeout): flush_timeout after the signal no new email is started
+	// and the rest go back to Fluent Bit as RETRY; an email already on the wire gets
+	// config.FlushFinishSlack more. Until a stop signal, a flush is not cut short: Fluent
+	// Bit's Retry_Limit counts every RETRY, and cutting long flushes would let it drop a
+	// chunk that one long flush delivers. Open sets it from flush_timeout.
 	FlushTimeout time.Duration
 	// StopSignalled, when set, returns when the process was told to stop (SIGTERM), or the
-	// zero time: a flush that starts later gets only what is left of flush_timeout counted
-	// from the signal, so every flush ends within flush_timeout (plus the slack for an email
-	// on the wire) of the signal, before Fluent Bit's Grace runs out.
+	// zero time; Stopping, when set, is closed at that moment, so that a flush already
+	// sending learns of it at once. Together they end every flush within flush_timeout
+	// (plus the slack for an email on the wire) of the signal, before Fluent Bit's Grace
+	// runs out. Without them flush_timeout has no effect.
 	StopSignalled func() time.Time
+	Stopping      <-chan struct{}
 	// SkipLedgerFile: Open checks ledger_dir but neither opens nor locks the ledger in it
 	// (smtpout check, while Fluent Bit may hold it).
 	SkipLedgerFile bool
@@ -126,6 +131,7 @@ type Instance struct {
 
 	flushTimeout time.Duration
 	stopped      func() time.Time // Options.StopSignalled; nil: never
+	stopping     <-chan struct{}  // Options.Stopping; nil: never
 	ledgerErrs   atomic.Int64     // failed writes and syncs of the ledger file
 
 	ctx    context.Context
@@ -162,6 +168,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 
 		flushTimeout: opt.FlushTimeout,
 		stopped:      opt.StopSignalled,
+		stopping:     opt.Stopping,
 
 		ctx:    ctx,
 		cancel: cancel,
@@ -409,16 +416,8 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}
 	in.active++
 	in.mu.Unlock()
-	start := time.Now()
-	if in.stopped != nil {
-		if t := in.stopped(); !t.IsZero() && t.Before(start) {
-			start = t // shutting down: the budget runs from the signal
-		}
-	}
-	soft := start.Add(in.flushTimeout)
-	ctx, cancel := context.WithDeadline(in.ctx, soft.Add(config.FlushFinishSlack))
+	ctx, cancel := in.budget()
 	defer cancel()
-	ctx = mailer.WithSoftDeadline(ctx, soft)
 	defer func() {
 		if in.disk != nil {
 			in.disk.sync() // before Fluent Bit hears the result, even after a panic
@@ -454,7 +453,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		}
 	}
 	sending = true
-	if len(batch) > 0 && !time.Now().Before(soft) {
+	if len(batch) > 0 && in.budgetSpent() {
 		// The budget is spent before anything was sent (a flush that starts long after a
 		// SIGTERM): hand the whole batch back.
 		for _, b := range batch {
@@ -487,6 +486,56 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		return FLBRetry, st
 	}
 	return FLBOK, st
+}
+
+// budget returns the context of one flush's sending. Once the process was told to stop, no
+// email is started later than flush_timeout after the signal (mailer.WithSoftDeadlineFunc),
+// and the context ends config.FlushFinishSlack after that, for an email still on the wire.
+// The signal may come while the flush sends: a goroutine waits for it (nothing polls).
+func (in *Instance) budget() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(in.ctx)
+	if in.stopped == nil {
+		return ctx, cancel
+	}
+	if in.stopping != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-in.stopping:
+			}
+			at := in.stopped()
+			if at.IsZero() {
+				at = time.Now()
+			}
+			end := time.NewTimer(time.Until(at.Add(in.flushTimeout + config.FlushFinishSlack)))
+			defer end.Stop()
+			select {
+			case <-ctx.Done():
+			case <-end.C:
+				cancel()
+			}
+		}()
+	}
+	return mailer.WithSoftDeadlineFunc(ctx, in.softDeadline), cancel
+}
+
+// softDeadline is flush_timeout after the stop signal, or the zero time before one.
+func (in *Instance) softDeadline() time.Time {
+	t := in.stopped()
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(in.flushTimeout)
+}
+
+// budgetSpent reports whether flush_timeout has passed since the stop signal.
+func (in *Instance) budgetSpent() bool {
+	if in.stopped == nil {
+		return false
+	}
+	d := in.softDeadline()
+	return !d.IsZero() && !time.Now().Before(d)
 }
 
 // collect decodes and renders the chunk, and claims in the ledger the emails to send. It
