@@ -34,7 +34,7 @@ const htmlHead = `<!DOCTYPE html>
 const htmlTitleBlock = `</title>
 </head>
 <body style="margin:0;padding:0">
-<div style="max-width:720px;margin:0 auto;padding:12px 6px;font:15px/1.4 -apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;overflow-wrap:anywhere;word-break:break-word">
+<div style="max-width:720px;margin:0 auto;padding:12px 6px;font:15px/1.4 -apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;word-wrap:break-word;overflow-wrap:anywhere;word-break:break-word">
 <h1 style="margin:0 6px 2px;font-size:18px;line-height:1.3">`
 
 // htmlTag follows the heading; the tag follows.
