@@ -88,6 +88,10 @@ type kv struct {
 	val any
 }
 
+// recordTime stands for the record's time (htmlWriter.date) among the values, so that the time
+// is not boxed into an interface.
+type recordTime struct{}
+
 // seg is one segment of a section's path: a map key, or an array index (idx >= 0) written
 // right after the previous segment.
 type seg struct {
@@ -99,14 +103,15 @@ type seg struct {
 // pooled render state, so its buffers are reused between records.
 type htmlWriter struct {
 	b        []byte
-	levels   [][]kv // sorted entries, one slice per depth
-	path     []seg  // the path of the section being written
-	lines    int    // values and section titles shown
-	size     int    // bytes of keys, titles and values shown
-	omitted  int    // values left out once a bound was reached
-	titled   bool   // the current section's title is written
-	stripe   bool   // the next row is striped
-	keyWidth bool   // the key column's width is set
+	levels   [][]kv    // sorted entries, one slice per depth
+	path     []seg     // the path of the section being written
+	lines    int       // values and section titles shown
+	size     int       // bytes of keys, titles and values shown
+	omitted  int       // values left out once a bound was reached
+	titled   bool      // the current section's title is written
+	stripe   bool      // the next row is striped
+	keyWidth bool      // the key column's width is set
+	date     time.Time // the record's time, shown where the entries hold recordTime{}
 }
 
 // renderHTML writes the HTML part for rec into st.html.
@@ -131,7 +136,8 @@ func (r *Renderer) renderHTML(st *state, rec Record, subject []byte) {
 	ents := w.stringMapEntries(rec.Fields, 0)
 	if r.dateKey != "" {
 		if _, ok := rec.Fields[r.dateKey]; !ok {
-			ents = append(ents, kv{r.dateKey, rec.Time})
+			w.date = rec.Time
+			ents = append(ents, kv{r.dateKey, recordTime{}})
 			slices.SortFunc(ents, compareKV)
 			w.levels[0] = ents
 		}
@@ -379,7 +385,11 @@ func (w *htmlWriter) value(v any) {
 		return
 	}
 	start := len(w.b)
-	w.b = appendScalar(w.b, v)
+	if _, ok := v.(recordTime); ok {
+		w.b = w.date.UTC().AppendFormat(w.b, time.RFC3339Nano)
+	} else {
+		w.b = appendScalar(w.b, v)
+	}
 	w.size += len(w.b) - start
 }
 
@@ -466,7 +476,7 @@ func scalarLen(v any) int {
 		return len(x)
 	case []byte:
 		return len(x)
-	case time.Time:
+	case time.Time, recordTime:
 		return len(time.RFC3339Nano)
 	case nil:
 		return 4
@@ -491,7 +501,7 @@ func resolve(v any) any {
 	for range MaxDepth {
 		switch v.(type) {
 		case nil, string, []byte, bool, int64, uint64, int, int32, int16, int8,
-			uint, uint32, uint16, uint8, float64, float32, time.Time,
+			uint, uint32, uint16, uint8, float64, float32, time.Time, recordTime,
 			map[string]any, map[any]any, []any:
 			return v
 		}
