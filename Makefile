@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test unit lint mailpit bench fuzz soak demo docker clean
+.PHONY: all test unit lint mailpit bench fuzz soak demo docker clean docs-screenshots
 
 all: smtpout.so smtpout
 
@@ -53,11 +53,18 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./chunk -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./output -run '^$$' -fuzz '^FuzzReadableHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
 soak:
 	SMTPOUT_SOAK=1 $(GO) test -count=1 -run '^TestSoak$$' -timeout 10m -v ./test
+
+# The README's screenshots of the readable email (docs/readable-*.png), taken by the browser
+# test (TestReadableInBrowser) with headless Chromium (Debian package chromium).
+docs-screenshots:
+	mkdir -p docs
+	SMTPOUT_REQUIRE_BROWSER=1 SMTPOUT_DOCS_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestReadableInBrowser$$/^detection$$' ./output
 
 clean:
 	rm -f smtpout.so smtpout.h smtpout

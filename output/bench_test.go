@@ -68,7 +68,8 @@ func benchRecord() Record {
 	}
 }
 
-// TestBenchRecordSize keeps the benchmark record near 2 KB of JSON.
+// TestBenchRecordSize keeps the benchmark record near 2 KB of JSON and 40 fields, and its
+// readable email within 10 KB (Gmail clips a message past 102 KB: size is readability too).
 func TestBenchRecordSize(t *testing.T) {
 	p, err := Payload(benchRecord(), "date")
 	if err != nil {
@@ -76,6 +77,13 @@ func TestBenchRecordSize(t *testing.T) {
 	}
 	if len(p) < 1800 || len(p) > 2300 || !json.Valid(p) {
 		t.Errorf("bench payload is %d bytes (valid JSON: %v), want about 2048", len(p), json.Valid(p))
+	}
+	if n := len(wantRows(t, p)); n < 35 || n > 45 {
+		t.Errorf("bench record has %d fields, want about 40", n)
+	}
+	e := mustRender(t, mustRenderer(t, testConfig(true)), benchRecord())
+	if len(e.Data) > 10<<10 {
+		t.Errorf("readable email of the bench record is %d bytes, want at most 10 KB", len(e.Data))
 	}
 }
 

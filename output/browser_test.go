@@ -110,6 +110,11 @@ func TestReadableInBrowser(t *testing.T) {
 					}
 					t.Logf("%s: %dx%d CSS px, scrollWidth %d, widest key %.0f px", out, v.width, m.Height, m.ScrollWidth, m.MaxKey)
 					if docs != "" && tc.name == "detection" {
+						// The README shows the first screen and a half.
+						png, err := pg.Screenshot(v.width, min(m.Height, v.height*3/2))
+						if err != nil {
+							t.Fatal(err)
+						}
 						if err := os.WriteFile(filepath.Join(docs, "readable-"+v.name+".png"), png, 0o644); err != nil {
 							t.Fatal(err)
 						}
