@@ -37,8 +37,8 @@ func TestReadableInBrowser(t *testing.T) {
 		mobile, dark  bool
 	}
 	views := []view{
-		{"phone", 360, 780, 2, true, false},
-		{"phone-dark", 360, 780, 2, true, true},
+		{"phone", 360, 780, 1, true, false},
+		{"phone-dark", 360, 780, 1, true, true},
 		{"desktop", 1024, 768, 1, false, false},
 	}
 	for _, tc := range []struct {
@@ -110,7 +110,12 @@ func TestReadableInBrowser(t *testing.T) {
 					}
 					t.Logf("%s: %dx%d CSS px, scrollWidth %d, widest key %.0f px", out, v.width, m.Height, m.ScrollWidth, m.MaxKey)
 					if docs != "" && tc.name == "detection" {
-						// The README shows the first screen and a half.
+						// The README shows the first screen and a half, phones at their scale.
+						if v.mobile {
+							if err := pg.Emulate(v.width, v.height, 2, v.mobile, v.dark); err != nil {
+								t.Fatal(err)
+							}
+						}
 						png, err := pg.Screenshot(v.width, min(m.Height, v.height*3/2))
 						if err != nil {
 							t.Fatal(err)
@@ -126,7 +131,7 @@ func TestReadableInBrowser(t *testing.T) {
 }
 
 // maxShot caps the height of a screenshot, in CSS pixels.
-const maxShot = 5000
+const maxShot = 4000
 
 // measureJS measures the loaded page.
 const measureJS = `(() => {
