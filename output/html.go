@@ -43,7 +43,7 @@ const htmlTag = `</h1>
 
 // htmlTableStart follows the record time and opens the table.
 const htmlTableStart = `</div>
-<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;white-space:pre-wrap">
+<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;text-align:left;white-space:pre-wrap">
 <tbody style="vertical-align:top;text-align:left">
 `
 
@@ -151,6 +151,10 @@ func (r *Renderer) renderHTML(st *state, rec Record, subject []byte) {
 	}
 	w.b = append(w.b, htmlEnd...)
 	st.html = w.b
+	for _, l := range w.levels {
+		clear(l) // the pooled state keeps no reference to the record
+	}
+	w.path = w.path[:0]
 }
 
 // full reports whether no further value fits.
