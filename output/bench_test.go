@@ -182,3 +182,19 @@ func BenchmarkQP(b *testing.B) {
 		out = appendQP(out, html, true)
 	}
 }
+
+// BenchmarkReadableHTML measures the HTML part alone: writing it, then its quoted-printable
+// encoding (what the readable format adds to the machine format, besides the MIME lines).
+func BenchmarkReadableHTML(b *testing.B) {
+	r := mustRenderer(b, testConfig(true))
+	rec := benchRecord()
+	st := r.pool.Get().(*state)
+	subject := []byte("LC Detection - Suspicious Shell Spawned By Web Server on web-1.prod.corp.example")
+	b.ReportAllocs()
+	var out []byte
+	for b.Loop() {
+		r.renderHTML(st, rec, subject)
+		out = appendQP(out[:0], st.html, true)
+	}
+	b.ReportMetric(float64(len(st.html)), "html-bytes")
+}
