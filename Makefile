@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak soak-restarts demo docker clean
+.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak soak-restarts demo docker clean docs-screenshots
 
 all: smtpout.so smtpout
 
@@ -30,9 +30,11 @@ lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Every test, race detector on; mailpit-backed tests fail rather than skip when SMTPOUT_REQUIRE_MAILPIT=1.
+# Every test, race detector on; the mailpit-backed and browser tests fail rather than skip, and
+# the browser screenshots are kept in bin/screenshots.
 test: mailpit
-	SMTPOUT_REQUIRE_MAILPIT=1 MAILPIT=$(BIN)/mailpit $(GO) test -race -count=1 $(GOFLAGS) ./...
+	SMTPOUT_REQUIRE_MAILPIT=1 SMTPOUT_REQUIRE_BROWSER=1 SMTPOUT_SCREENSHOTS=$(BIN)/screenshots \
+	  MAILPIT=$(BIN)/mailpit $(GO) test -race -count=1 $(GOFLAGS) ./...
 
 # Every end-to-end test that needs a real Fluent Bit (they are named TestFluentBit... and skip
 # without FLUENT_BIT), once against each binary in FLUENT_BIT_DIR: 4.2.8 and 5.1.1 are kept
@@ -75,6 +77,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./chunk -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./output -run '^$$' -fuzz '^FuzzReadableHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
@@ -86,6 +89,12 @@ soak:
 soak-restarts: smtpout.so mailpit
 	@test -n "$(FLUENT_BIT)" || { echo "soak-restarts: set FLUENT_BIT=/path/to/fluent-bit"; exit 2; }
 	SMTPOUT_SOAK_RESTARTS=1 FLUENT_BIT=$(FLUENT_BIT) MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -run '^TestSoakRestarts$$' -timeout 15m -v ./test
+
+# The README's screenshots of the readable email (docs/readable-*.png), taken by the browser
+# test (TestReadableInBrowser) with headless Chromium (Debian package chromium).
+docs-screenshots:
+	mkdir -p docs
+	SMTPOUT_REQUIRE_BROWSER=1 SMTPOUT_DOCS_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestReadableInBrowser$$/^detection$$' ./output
 
 clean:
 	rm -f smtpout.so smtpout.h smtpout

@@ -68,5 +68,64 @@ func FuzzRender(f *testing.F) {
 			t.Fatalf("Verify: %v", err)
 		}
 		checkLines(t, e.Data)
+		if readable {
+			checkReadable(t, p.html, p.text, r.RenderSubject(rec))
+		}
 	})
+}
+
+// FuzzReadableHTML renders records of arbitrary keys and values in the readable format and
+// parses the HTML part as a browser would (golang.org/x/net/html): its text must show every
+// value of the record where the format puts it, and no markup but the format's own.
+func FuzzReadableHTML(f *testing.F) {
+	f.Add("COMMAND_LINE", []byte(`C:\Windows\System32\cmd.exe /c "echo <b>&amp;</b>"`), "routing", int64(3), true)
+	f.Add("<script>", []byte("</td></tr></table><script>alert(1)</script>"), "a\"b", int64(-1), false)
+	f.Add("k\x00", []byte("\x00\r\n\r x \xff\xfe"), "\u202e", int64(0), true)
+	f.Add("rtl", []byte("invoice\u202egpj.exe \u200b مرحبا"), "<!--", int64(1<<40), false)
+	f.Add("", []byte(""), "", int64(0), false)
+	f.Add("camelCaseKey.with-dots_and_UNDERSCORES", []byte("&lt;not markup&gt; ]]> <![CDATA[ x"), "x", int64(7), true)
+	f.Fuzz(func(t *testing.T, k string, v []byte, k2 string, n int64, flag bool) {
+		r := mustRenderer(t, withSubject(true, lit("S "), key(k), lit(" "), key("n", k2)))
+		rec := Record{Tag: k2, Time: fixedTime, Fields: map[string]any{
+			k:   v,
+			"s": string(v),
+			"n": map[any]any{k2: []any{string(v), n, flag, nil}, k: map[string]any{k2: v, "e": []any{}}},
+			"l": []any{map[string]any{k: n}, v, []any{v, n}, map[any]any{}},
+			"f": float64(n) / 7,
+		}}
+		e, err := r.Render(rec)
+		if err != nil {
+			t.Fatalf("Render: %v", err)
+		}
+		p := parseEmail(t, e.Data)
+		checkReadable(t, p.html, p.text, r.RenderSubject(rec))
+	})
+}
+
+// readableTags are the only elements a readable HTML part may hold.
+var readableTags = map[string]bool{"html": true, "head": true, "meta": true, "title": true,
+	"body": true, "div": true, "h1": true, "p": true, "table": true, "tbody": true, "tr": true,
+	"th": true, "td": true, "span": true, "ul": true, "li": true, "wbr": true}
+
+// checkReadable parses the HTML part doc as a browser would and checks it against the JSON
+// payload: exactly the rows the payload must give, in order, no element from the data, and
+// the subject as title and heading.
+func checkReadable(t *testing.T, doc string, payload []byte, subject string) {
+	t.Helper()
+	got := parseReadable(t, doc)
+	if diff := cmp.Diff(wantRows(t, payload), got.Rows); diff != "" {
+		t.Fatalf("rows shown (-want +got):\n%s\n%s", diff, doc)
+	}
+	if got.More != "" {
+		t.Fatalf("values left out of a small record: %q", got.More)
+	}
+	for _, tag := range got.Tags {
+		if !readableTags[tag] {
+			t.Fatalf("element <%s> in the HTML part:\n%s", tag, doc)
+		}
+	}
+	want := shownString(subject)
+	if got.Title != want || got.Heading != want {
+		t.Fatalf("title %q and heading %q, want %q", got.Title, got.Heading, want)
+	}
 }

@@ -319,8 +319,12 @@ func (e *encoder) stringMap(m map[string]any, depth int, extraKey string, extra 
 		}
 		e.buf = append(e.buf, ':')
 		if extra != nil && k == extraKey {
-			if err := e.value(*extra, depth); err != nil {
-				return err
+			// As value writes a time.Time, without boxing *extra into an interface.
+			e.buf = append(e.buf, '"')
+			e.buf = extra.UTC().AppendFormat(e.buf, time.RFC3339Nano)
+			e.buf = append(e.buf, '"')
+			if len(e.buf) > e.limit {
+				return ErrTooLarge
 			}
 			continue
 		}

@@ -7,14 +7,12 @@
 package output
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
-	"html/template"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -38,12 +36,12 @@ const MaxSubjectRunes = 255
 // (the JSON part is never shortened).
 const MaxHTMLValueSize = 4096
 
-// MaxHTMLRows and MaxHTMLTableSize bound the HTML table: at most MaxHTMLRows rows, showing at
-// most MaxHTMLTableSize bytes of keys and values in all (a key, like a value, is shortened
-// above MaxHTMLValueSize). A record with more fields ends the table with one row counting the
-// values left out; the JSON part always holds the whole record. Without these bounds a record
-// of a few kilobytes (a long key over a long array repeats the key on every row) could render
-// an HTML part thousands of times its size.
+// MaxHTMLRows and MaxHTMLTableSize bound the HTML table: at most MaxHTMLRows values (a row,
+// an item of a list, a section title), showing about MaxHTMLTableSize bytes of keys, titles and
+// values in all (a key or title, like a value, is shortened above MaxHTMLValueSize). A bigger
+// record ends the table with one row counting the values left out; the JSON part always holds
+// the whole record. Without these bounds a record of a few kilobytes (a long key over a long
+// array, deep paths) could render an HTML part thousands of times its size.
 const (
 	MaxHTMLRows      = 1000
 	MaxHTMLTableSize = 256 << 10
@@ -106,7 +104,6 @@ type Renderer struct {
 	subject    []config.Token
 	// headers holds the From, To and Cc lines, CRLF-terminated, written after Date.
 	headers []byte
-	html    *template.Template
 	key     []byte
 	pool    sync.Pool // *state
 }
@@ -114,10 +111,11 @@ type Renderer struct {
 // state is the per-render scratch space, recycled through Renderer.pool.
 type state struct {
 	enc     encoder
-	payload []byte // the JSON payload (aliases enc.buf)
-	subj    []byte // the rendered subject
-	out     []byte // the message being assembled
-	html    bytes.Buffer
+	payload []byte     // the JSON payload (aliases enc.buf)
+	subj    []byte     // the rendered subject
+	out     []byte     // the message being assembled
+	html    []byte     // the HTML part (aliases hw.b)
+	hw      htmlWriter // writes the HTML part
 	mac     hash.Hash
 	sha     hash.Hash
 	sum     [sha256.Size]byte
@@ -125,8 +123,7 @@ type state struct {
 }
 
 // New validates the parts of cfg the email depends on and precomputes everything that is the
-// same for every record: the From/To/Cc header lines, the HMAC key, the Message-ID domain and
-// the HTML template.
+// same for every record: the From/To/Cc header lines, the HMAC key and the Message-ID domain.
 func New(cfg config.Config) (*Renderer, error) {
 	var errs []error
 	if cfg.From.Address == "" {
@@ -145,7 +142,6 @@ func New(cfg config.Config) (*Renderer, error) {
 		domain:     msgIDDomain(cfg.From.Address),
 		dateKey:    cfg.JSONDateKey,
 		key:        []byte(cfg.SecretKey.Reveal()),
-		html:       htmlTemplate,
 	}
 	var hdr []byte
 	var err error
@@ -279,12 +275,8 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 		out = append(out, boundary...)
 		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
 			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		st.html.Reset()
-		if err := r.renderHTML(&st.html, rec, st.subj); err != nil {
-			return nil, fmt.Errorf("render record tag %q time %s: html: %w",
-				rec.Tag, rec.Time.UTC().Format(time.RFC3339Nano), err)
-		}
-		out = appendQP(out, st.html.Bytes(), true)
+		r.renderHTML(st, rec, st.subj)
+		out = appendQP(out, st.html, true)
 		out = append(out, "\r\n--"...)
 		out = append(out, boundary...)
 		out = append(out, "--\r\n"...)
@@ -314,7 +306,7 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 // put returns st to the pool unless one of its buffers grew too big to keep.
 func (r *Renderer) put(st *state) {
 	const keep = 256 << 10
-	if cap(st.enc.buf) > keep || cap(st.out) > 2*keep || st.html.Cap() > 2*keep {
+	if cap(st.enc.buf) > keep || cap(st.out) > 2*keep || cap(st.hw.b) > 2*keep {
 		return
 	}
 	r.pool.Put(st)

@@ -1,5 +1,7 @@
 package output
 
+import "encoding/binary"
+
 // qpMaxLine is the longest encoded line before the soft-break "=" (76 with it, RFC 2045).
 const qpMaxLine = 75
 
@@ -10,6 +12,17 @@ var qpSafe = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// printable8 reports whether the 8 bytes packed in x are all printable ASCII (space to "~")
+// but "=".
+func printable8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	low := (x - ones*0x20) &^ x        // a high bit set where a byte is below 0x20 (or above 0x7f)
+	high := (x + ones*(0x7f-0x7e)) | x // a high bit set where a byte is above 0x7e
+	eq := x ^ (ones * '=')
+	isEq := (eq - ones) &^ eq // a high bit set where a byte is "="
+	return (low|high|isEq)&highs == 0
+}
 
 // appendQP appends src quoted-printable encoded. In text mode a LF in src is a hard line break
 // (written as CRLF); otherwise every byte, CR and LF included, round-trips exactly. The output
@@ -29,9 +42,17 @@ func appendQP(dst, src []byte, text bool) []byte {
 			dst = append(dst, '=', '\r', '\n')
 			lineLen = 0
 		}
-		// A run of bytes written as they are, up to the end of the line.
+		// A run of bytes written as they are, up to the end of the line: 8 at a time while
+		// they are all printable (space included) and no "=", then one at a time.
 		j := i
-		for end := min(len(src), i+qpMaxLine-lineLen); j < end && qpSafe[src[j]]; j++ {
+		end := min(len(src), i+qpMaxLine-lineLen)
+		for j+8 <= end && printable8(binary.LittleEndian.Uint64(src[j:])) {
+			if src[j+7] == ' ' && (j+8 == len(src) || text && src[j+8] == '\n') {
+				break // the block ends a line with a space
+			}
+			j += 8
+		}
+		for ; j < end && qpSafe[src[j]]; j++ {
 			if src[j] == ' ' && (j+1 == len(src) || text && src[j+1] == '\n') {
 				break // no trailing space on a line: encode it
 			}

@@ -35,6 +35,11 @@ func TestAppendQP(t *testing.T) {
 		{"random bytes", random, false, ""},
 		{"random text", random, true, ""},
 		{"spaces", spaces, false, ""},
+		{"space ends a block before LF", []byte("1234567 \nabcdefgh "), true, "1234567=20\r\nabcdefgh=20=\r\n"},
+		{"space ends a block at the end", []byte("12345678abcdefg "), false, "12345678abcdefg=20=\r\n"},
+		{"blocks and escapes", []byte("abcdefgh=ijklmnop\tq~~~~~~~~ rstuvwxy"), false, "abcdefgh=3Dijklmnop=09q~~~~~~~~ rstuvwxy=\r\n"},
+		{"blocks fold at 75", []byte(strings.Repeat("abcd efg", 12)), false, strings.Repeat("abcd efg", 9) + "abc=\r\nd efgabcd efgabcd efg=\r\n"},
+		{"random printable text", randomFrom(rng, 20000, "ab =\n\t~é"), true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := appendQP(nil, tc.src, tc.text)
@@ -67,4 +72,58 @@ func TestAppendQP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// randomFrom returns n bytes drawn from the bytes of alphabet.
+func randomFrom(rng *rand.Rand, n int, alphabet string) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[rng.IntN(len(alphabet))]
+	}
+	return b
+}
+
+// TestAppendQPBlocks compares appendQP, which copies runs 8 bytes at a time, with the same
+// encoder written one byte at a time (qpRef), on random inputs of several alphabets.
+func TestAppendQPBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, alphabet := range []string{"ab ", "a \n", "xy=\n ", "abcdefgh", "a\x00\xff \t\r\n=~", "é €"} {
+		for range 200 {
+			src := randomFrom(rng, rng.IntN(400), alphabet)
+			for _, text := range []bool{false, true} {
+				if got, want := appendQP(nil, src, text), qpRef(src, text); !bytes.Equal(got, want) {
+					t.Fatalf("appendQP(%q, %v) =\n%q\nwant\n%q", src, text, got, want)
+				}
+			}
+		}
+	}
+}
+
+// qpRef is appendQP one byte at a time.
+func qpRef(src []byte, text bool) []byte {
+	var dst []byte
+	lineLen := 0
+	for i, c := range src {
+		if text && c == '\n' {
+			dst = append(dst, '\r', '\n')
+			lineLen = 0
+			continue
+		}
+		plain := qpSafe[c] && !(c == ' ' && (i+1 == len(src) || text && src[i+1] == '\n'))
+		n := 1
+		if !plain {
+			n = 3
+		}
+		if lineLen+n > qpMaxLine {
+			dst = append(dst, '=', '\r', '\n')
+			lineLen = 0
+		}
+		if plain {
+			dst = append(dst, c)
+		} else {
+			dst = append(dst, '=', upperHex[c>>4], upperHex[c&0xF])
+		}
+		lineLen += n
+	}
+	return append(dst, '=', '\r', '\n')
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -117,12 +118,21 @@ func TestGolden(t *testing.T) {
 				if diff := cmp.Diff([]string{"text/plain", "text/html"}, p.parts); diff != "" {
 					t.Errorf("parts (-want +got):\n%s", diff)
 				}
-				for _, s := range []string{"<title>LC Detection - Suspicious Shell on web-1</title>",
-					">detect.event.FILE_PATH</th>", ">/bin/sh</td>", ">detect.routing.hostname</th>",
-					">web-1</td>", ">cat</th>", ">2026-11-27T10:00:00.123456789Z</td>", "lc.detections"} {
-					if !strings.Contains(p.html, s) {
-						t.Errorf("HTML part lacks %q", s)
-					}
+				h := parseReadable(t, p.html)
+				wantRows := []shownRow{
+					{Key: "cat", Values: []string{"Suspicious Shell"}},
+					{Key: "date", Values: []string{"2026-11-27T10:00:00.123456789Z"}},
+					{Title: "detect › event", Key: "FILE_PATH", Values: []string{"/bin/sh"}},
+					{Title: "detect › routing", Key: "hostname", Values: []string{"web-1"}},
+				}
+				if diff := cmp.Diff(wantRows, h.Rows); diff != "" {
+					t.Errorf("HTML rows (-want +got):\n%s", diff)
+				}
+				if h.Title != p.subject || h.Heading != p.subject {
+					t.Errorf("HTML title %q and heading %q, want %q", h.Title, h.Heading, p.subject)
+				}
+				if !strings.Contains(p.html, ">Tag lc.detections &middot; 2026-11-27T10:00:00.123456789Z<") {
+					t.Errorf("HTML part lacks the tag and time")
 				}
 				if strings.Contains(p.html, "<style") || strings.Contains(p.html, "<script") {
 					t.Errorf("HTML part has a <style> or <script> element")
@@ -447,6 +457,8 @@ func TestHTMLEscaping(t *testing.T) {
 		"x":                            "<script>alert(1)</script>",
 		"<img src=x onerror=alert(2)>": "k",
 		"nested":                       map[string]any{"a\"b": []any{"<i>&amp;</i>", nil}},
+		"file":                         "invoice\u202Egpj.exe",
+		"nul":                          "a\x00b\rc",
 	}}
 	e := mustRender(t, r, rec)
 	p := parseEmail(t, e.Data)
@@ -454,10 +466,22 @@ func TestHTMLEscaping(t *testing.T) {
 		t.Errorf("unescaped markup in HTML:\n%s", p.html)
 	}
 	for _, s := range []string{"&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;img src=x onerror=alert(2)&gt;",
-		"&lt;i&gt;&amp;amp;&lt;/i&gt;", "nested.a&#34;b[0]", ">null</td>", "t&lt;script&gt;"} {
+		"&lt;i&gt;&amp;amp;&lt;/i&gt;", "t&lt;script&gt;", "<title>&lt;script&gt;alert('s')&lt;/script&gt; &lt;script&gt;alert(1)&lt;/script&gt;</title>"} {
 		if !strings.Contains(p.html, s) {
 			t.Errorf("HTML lacks %q", s)
 		}
+	}
+	// As a browser reads it: every key and value as text, the bidi override shown, not obeyed.
+	want := []shownRow{
+		{Key: "<img src=x onerror=alert(2)>", Values: []string{"k"}},
+		{Key: "date", Values: []string{"2026-11-27T10:00:00.123456789Z"}},
+		{Key: "file", Values: []string{"invoice[U+202E]gpj.exe"}},
+		{Key: "nul", Values: []string{"a\uFFFDb\rc"}},
+		{Key: "x", Values: []string{"<script>alert(1)</script>"}},
+		{Title: "nested", Key: `a"b`, Values: []string{"<i>&amp;</i>", "null"}},
+	}
+	if diff := cmp.Diff(want, parseReadable(t, p.html).Rows); diff != "" {
+		t.Errorf("HTML rows (-want +got):\n%s", diff)
 	}
 	if !strings.Contains(string(p.text), `"x":"<script>alert(1)</script>"`) {
 		t.Errorf("JSON part HTML-escaped: %s", p.text)
@@ -636,9 +660,10 @@ func TestSeedConfig(t *testing.T) {
 	}
 }
 
-// TestHTMLBounded: the HTML table is bounded in rows and bytes whatever the record's shape,
-// while the JSON part keeps every field. A long key over a long array used to repeat the key
-// on every row: a 40 KB record rendered about 80 MB of HTML.
+// TestHTMLBounded: the HTML table is bounded in values and bytes whatever the record's shape,
+// the values shown are a prefix of the record's with one closing row counting the rest, and the
+// JSON part keeps every field. A long key over a long array used to repeat the key on every
+// row: a 40 KB record rendered about 80 MB of HTML.
 func TestHTMLBounded(t *testing.T) {
 	longKey := strings.Repeat("k", 20<<10)
 	arr := make([]any, 2000)
@@ -649,15 +674,35 @@ func TestHTMLBounded(t *testing.T) {
 	for i := range 5000 {
 		many[fmt.Sprintf("f%05d", i)] = "v"
 	}
+	sections := map[string]any{}
+	for i := range 2000 {
+		sections[fmt.Sprintf("m%04d", i)] = map[string]any{"x": int64(i)}
+	}
+	bigs := make([]any, 300)
+	for i := range bigs {
+		bigs[i] = strings.Repeat(string(rune('a'+i%26)), MaxHTMLValueSize)
+	}
+	deep := map[string]any{"leaf": "end"}
+	for i := range 90 {
+		deep = map[string]any{fmt.Sprintf("%03d", i) + strings.Repeat("p", 97): deep}
+	}
 	tests := []struct {
-		name      string
-		fields    map[string]any
-		wantRows  int    // table rows, the "more values" row included
-		wantFirst string // the end of a row key that must be shown
-		omitted   int
+		name     string
+		fields   map[string]any
+		rows     int    // rows shown
+		lastKey  string // the key of the last row shown
+		lastLen  int    // the number of values in the last row shown
+		omitted  int    // values counted in the closing row
+		titleLen int    // the longest section title is at least this long (0: no check)
 	}{
-		{"long key over an array", map[string]any{longKey: arr}, 0, "…[0]", 0},
-		{"many fields", many, MaxHTMLRows + 1, ">date", 5001 - MaxHTMLRows},
+		// date, then the long key's list: 999 items reach 1,000 values.
+		{"long key over an array", map[string]any{longKey: arr}, 2, longKey[:MaxHTMLValueSize] + "…", MaxHTMLRows - 1, 2000 - (MaxHTMLRows - 1), 0},
+		{"many fields", many, MaxHTMLRows, "f00998", 1, 5001 - MaxHTMLRows, 0},
+		// date, then a title and a row per section: 499 sections and a title with no room left.
+		{"many sections", sections, 1 + (MaxHTMLRows-1)/2, "x", 1, 2000 - (MaxHTMLRows-1)/2, 0},
+		// 4 KB items until 256 KB of values.
+		{"big items", map[string]any{"l": bigs}, 2, "l", MaxHTMLTableSize/MaxHTMLValueSize - 1, 300 - (MaxHTMLTableSize/MaxHTMLValueSize - 1), 0},
+		{"deep path", map[string]any{"d": deep}, 2, "leaf", 1, 0, MaxHTMLValueSize},
 	}
 	r := mustRenderer(t, withSubject(true, lit("bounded")))
 	for _, tc := range tests {
@@ -665,35 +710,47 @@ func TestHTMLBounded(t *testing.T) {
 			rec := Record{Tag: "t", Time: fixedTime, Fields: tc.fields}
 			e := mustRender(t, r, rec)
 			p := parseEmail(t, e.Data)
-			if len(p.html) > 4<<20 {
+			if len(p.html) > MaxHTMLTableSize+200<<10 {
 				t.Fatalf("HTML part is %d bytes for a %d-byte payload", len(p.html), e.PayloadSize)
 			}
-			rows := strings.Count(p.html, "<tr>")
-			if rows > MaxHTMLRows+1 {
-				t.Errorf("HTML table has %d rows, want at most %d", rows, MaxHTMLRows+1)
+			got := parseReadable(t, p.html)
+			want := wantRows(t, p.text)
+			if len(got.Rows) != tc.rows {
+				t.Fatalf("%d rows shown, want %d", len(got.Rows), tc.rows)
 			}
-			if tc.wantRows != 0 && rows != tc.wantRows {
-				t.Errorf("HTML table has %d rows, want %d", rows, tc.wantRows)
+			// The rows shown are the record's first rows, the last one cut short.
+			last := len(got.Rows) - 1
+			if diff := cmp.Diff(want[:last], got.Rows[:last]); diff != "" {
+				t.Errorf("rows shown are not the record's first (-want +got):\n%s", diff)
 			}
-			if !strings.Contains(p.html, tc.wantFirst+"</th>") {
-				t.Errorf("HTML lacks the row key ending %q", tc.wantFirst)
+			lr := got.Rows[last]
+			if lr.Key != tc.lastKey || len(lr.Values) != tc.lastLen ||
+				!slices.Equal(lr.Values, want[last].Values[:len(lr.Values)]) || lr.Title != want[last].Title {
+				t.Errorf("last row %.60q %.60q with %d values, want %.60q with %d values of %.60q",
+					lr.Title, lr.Key, len(lr.Values), tc.lastKey, tc.lastLen, want[last].Key)
 			}
-			if strings.Contains(p.html, longKey[:MaxHTMLValueSize+1]) {
-				t.Errorf("HTML shows a key longer than %d bytes", MaxHTMLValueSize)
+			if tc.omitted > 0 {
+				if marker := fmt.Sprintf("%d more values not shown: the JSON part holds the whole record", tc.omitted); got.More != marker {
+					t.Errorf("closing row %q, want %q", got.More, marker)
+				}
+			} else if got.More != "" {
+				t.Errorf("closing row %q, want none", got.More)
 			}
-			marker := "more values not shown: the JSON part holds the whole record"
-			if !strings.Contains(p.html, marker) {
-				t.Errorf("HTML lacks the marker %q", marker)
+			for _, s := range got.Sections {
+				if len(s) > MaxHTMLValueSize+len("…") {
+					t.Errorf("a section title is %d bytes, over %d", len(s), MaxHTMLValueSize)
+				}
+				if tc.titleLen > 0 && (len(s) < tc.titleLen || !strings.Contains(s, "…") ||
+					!strings.HasPrefix(s, "d › 089p") || !strings.HasSuffix(s, "000"+strings.Repeat("p", 97))) {
+					t.Errorf("long section title %.40q…%.40q (%d bytes): want its start, …, and its end", s, s[len(s)-40:], len(s))
+				}
 			}
-			if tc.omitted > 0 && !strings.Contains(p.html, fmt.Sprintf(">%d %s", tc.omitted, marker)) {
-				t.Errorf("HTML does not count %d values left out", tc.omitted)
-			}
-			want, err := Payload(rec, "date")
+			wantJSON, err := Payload(rec, "date")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(want, p.text) {
-				t.Errorf("JSON part is not the whole payload (%d bytes, want %d)", len(p.text), len(want))
+			if !bytes.Equal(wantJSON, p.text) {
+				t.Errorf("JSON part is not the whole payload (%d bytes, want %d)", len(p.text), len(wantJSON))
 			}
 			if err := Verify(bytes.NewReader(e.Data), []byte(testSecret)); err != nil {
 				t.Errorf("Verify: %v", err)

@@ -300,10 +300,10 @@ var (
 	attrRE = regexp.MustCompile(`([A-Za-z_:][-A-Za-z0-9_:.]*)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?`)
 )
 
-// The elements and attributes the readable template uses: anything else came from data.
+// The elements and attributes the readable format uses: anything else came from data.
 var (
-	allowedTags  = []string{"!doctype", "html", "head", "meta", "title", "body", "div", "h1", "p", "strong", "table", "tr", "th", "td", "span"}
-	allowedAttrs = []string{"lang", "charset", "name", "content", "style", "role", "cellpadding", "cellspacing", "border", "scope", "html"}
+	allowedTags  = []string{"!doctype", "html", "head", "meta", "title", "body", "div", "h1", "p", "table", "tbody", "tr", "th", "td", "span", "ul", "li", "wbr"}
+	allowedAttrs = []string{"lang", "charset", "name", "content", "style", "width", "cellpadding", "colspan", "html"}
 )
 
 // TestReadableFormatEscapesScript renders records carrying script in the tag, the subject,
@@ -354,7 +354,7 @@ func TestReadableFormatEscapesScript(t *testing.T) {
 			}
 		}
 		// The value is shown, as text: unescaping the document gives it back.
-		// (html/template shows NUL as U+FFFD.)
+		// (NUL is shown as U+FFFD.)
 		want := strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "\uFFFD")
 		if !strings.Contains(html.UnescapeString(h), want) {
 			t.Errorf("xss %d: the value %q is not shown as text", i, v)
