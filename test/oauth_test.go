@@ -171,18 +171,7 @@ func TestOAuthEverySource(t *testing.T) {
 			t.Errorf("flush %s = %d, want FLB_OK; endpoint problems %v", oauthSources[i].name, rc, ep.Problems())
 		}
 	}
-	if diff := cmp.Diff(want, recordsByRecipient(t, srv)); diff != "" {
-		t.Errorf("records per source (-want +got):\n%s", diff)
-	}
-	wantReq := map[string]int{}
-	for _, src := range oauthSources {
-		if src.grant != "" {
-			wantReq[src.grant+"/ok"] = 1
-		}
-	}
-	if diff := cmp.Diff(wantReq, ep.Requests()); diff != "" {
-		t.Errorf("token requests (-want +got):\n%s", diff)
-	}
+	checkOneTokenPerSource(t, want, srv, ep)
 	m := h.Metrics()
 	for i, src := range oauthSources {
 		if v := m[fmt.Sprintf(`fluentbit_smtp_token_requests_ok_total{name="smtp.%d"}`, i)]; v != 1 {
@@ -352,18 +341,7 @@ func TestFluentBitOAuthEverySource(t *testing.T) {
 	}
 	srv.WaitMessages(3*len(oauthSources), fbWait)
 	fb.stop()
-	if diff := cmp.Diff(want, recordsByRecipient(t, srv)); diff != "" {
-		t.Errorf("records per source (-want +got):\n%s", diff)
-	}
-	wantReq := map[string]int{}
-	for _, src := range oauthSources {
-		if src.grant != "" {
-			wantReq[src.grant+"/ok"] = 1
-		}
-	}
-	if diff := cmp.Diff(wantReq, ep.Requests()); diff != "" {
-		t.Errorf("token requests (-want +got):\n%s", diff)
-	}
+	checkOneTokenPerSource(t, want, srv, ep)
 	checkNoSecrets(t, "fluent-bit's log", fb.log(), secretsOf(t, ep))
 }
 
@@ -471,4 +449,22 @@ func containsAll(s string, parts []string) bool {
 		}
 	}
 	return true
+}
+
+// checkOneTokenPerSource: each source's records reached its recipient (want), and each grant
+// asked the endpoint for exactly one token.
+func checkOneTokenPerSource(t *testing.T, want map[string][]int, srv *oauthtest.SMTP, ep *oauthtest.Endpoint) {
+	t.Helper()
+	if diff := cmp.Diff(want, recordsByRecipient(t, srv)); diff != "" {
+		t.Errorf("records per source (-want +got):\n%s", diff)
+	}
+	wantReq := map[string]int{}
+	for _, src := range oauthSources {
+		if src.grant != "" {
+			wantReq[src.grant+"/ok"] = 1
+		}
+	}
+	if diff := cmp.Diff(wantReq, ep.Requests()); diff != "" {
+		t.Errorf("token requests (-want +got):\n%s", diff)
+	}
 }
