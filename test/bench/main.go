@@ -47,6 +47,10 @@ type options struct {
 	warmup      int
 	so          string
 	keep        bool
+	fluentBit   string
+	fbFlush     string
+	perfOut     string
+	perfStat    bool
 }
 
 // Credentials of the sink; never secrets of anyone.
@@ -83,7 +87,22 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 0, "warm-up flushes before measuring (0: 2 per worker)")
 	flag.StringVar(&o.so, "so", "", "use this smtpout.so instead of building one")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (plugin log, chunk, certificates)")
+	flag.StringVar(&o.fluentBit, "fluent-bit", "", "real-host mode: run this fluent-bit (tail -> smtp, then tail -> null) instead of the C host")
+	flag.StringVar(&o.fbFlush, "flush", "1", "real-host mode: [SERVICE] Flush of the fluent-bit configuration, seconds")
+	flag.StringVar(&o.perfOut, "perf-record", "", "real-host mode: record the smtp run with `perf record -e cpu-clock -g` into this file")
+	flag.BoolVar(&o.perfStat, "perf-stat", false, "real-host mode: count the smtp run's syscalls and context switches per record with `perf stat`")
 	flag.Parse()
+	if o.fluentBit != "" {
+		if o.records < 1 || o.size < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -records and -size must be positive")
+			os.Exit(2)
+		}
+		if err := runFluentBit(o); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		flag.Usage()
