@@ -4,7 +4,9 @@
 //
 // It opens connections with github.com/wneessen/go-mail/smtp (greeting, EHLO, STARTTLS, AUTH)
 // and writes the mail transactions itself on the same connection, so that each RCPT reply is
-// kept, a failed transaction is always followed by RSET, and commands can be pipelined.
+// kept, a failed transaction is always followed by RSET, and commands can be pipelined. On a
+// connection that pipelines BDAT, the transactions of several messages go out in one write
+// (each after the first led by RSET) and their replies are read in order (sendGroup).
 // It never logs: every failure comes back as a *StepError naming the step, the server's reply
 // codes and, for configuration mistakes, a hint.
 package mailer
@@ -319,18 +321,44 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			if !ok {
 				return
 			}
+			group := []int{i}
+			if s != nil && s.chunking {
+				// A connection that pipelines BDAT takes a group of messages at once
+				// (sendGroup); the first message of a new connection goes alone.
+				size := len(msgs[i].Data)
+				for len(group) < maxGroup && size < maxGroupBytes {
+					j, ok := claim()
+					if !ok {
+						break
+					}
+					group = append(group, j)
+					size += len(msgs[j].Data)
+				}
+			}
 			var setupErr error
-			results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
-			done[i] = true
+			if len(group) == 1 {
+				results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
+			} else {
+				var rs []Result
+				rs, setupErr = m.deliverGroup(ctx, &s, &unwatch, msgs, group)
+				for k, j := range group {
+					results[j] = rs[k]
+				}
+			}
+			for _, j := range group {
+				done[j] = true
+			}
 			if setupErr != nil {
 				fail(setupErr)
 				return
 			}
-			if r := results[i]; r.Outcome == Retry && timeout(r.Err) {
-				// A server that stops answering costs a full timeout per message: hand the
-				// rest back to Fluent Bit now rather than redial and wait for each one.
-				fail(r.Err)
-				return
+			for _, j := range group {
+				if r := results[j]; r.Outcome == Retry && timeout(r.Err) {
+					// A server that stops answering costs a full timeout per message: hand
+					// the rest back to Fluent Bit now rather than redial and wait for each.
+					fail(r.Err)
+					return
+				}
 			}
 		}
 	}
@@ -399,6 +427,90 @@ func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool
 			continue
 		}
 		return resultOf(t), nil
+	}
+}
+
+// A group (sendGroup) holds at most maxGroup messages, and stops growing once it holds
+// maxGroupBytes of them.
+const (
+	maxGroup      = 16
+	maxGroupBytes = 64 << 10
+)
+
+// deliverGroup sends the messages msgs[idx...] as one pipelined group on *sp, as deliver sends
+// one: a connection idle too long is checked first, a broken one is replaced, and a group on a
+// reused connection that failed before the server answered anything (stale) is sent once more
+// on a new one. A new connection that does not pipeline BDAT gets the messages one by one.
+// setupErr is set when no connection could be opened.
+func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func() bool, msgs []Message, idx []int) (res []Result, setupErr error) {
+	start := time.Now()
+	group := make([]*Message, len(idx))
+	for k, i := range idx {
+		group[k] = &msgs[i]
+	}
+	res = make([]Result, len(idx))
+	failAll := func(from int, err error) {
+		for k := from; k < len(res); k++ {
+			res[k] = Result{Outcome: Retry, Err: err, Elapsed: time.Since(start)}
+		}
+	}
+	drop := func() {
+		if *unwatch != nil {
+			(*unwatch)()
+			*unwatch = nil
+		}
+		(*sp).close()
+		*sp = nil
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			failAll(0, err)
+			return res, nil
+		}
+		reused := *sp != nil
+		if reused && m.noopAfter > 0 && time.Since((*sp).lastUsed) > m.noopAfter {
+			if err := (*sp).noop(ctx); err != nil {
+				drop()
+				reused = false
+			}
+		}
+		if *sp == nil {
+			m.dials.Add(1)
+			s, err := m.dial(ctx)
+			if err != nil {
+				failAll(0, err)
+				return res, err
+			}
+			*sp = s
+			*unwatch = s.watch(ctx)
+		}
+		if !(*sp).chunking {
+			for k, msg := range group {
+				if res[k], setupErr = m.deliver(ctx, sp, unwatch, msg); setupErr != nil {
+					failAll(k+1, setupErr)
+					return res, setupErr
+				}
+			}
+			return res, nil
+		}
+		txs, end := (*sp).sendGroup(ctx, group)
+		if (*sp).broken {
+			drop()
+		}
+		stale := true
+		for _, t := range txs {
+			if !t.stale && !t.unsent {
+				stale = false
+			}
+		}
+		if stale && reused && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		for k, t := range txs {
+			res[k] = resultOf(t)
+			res[k].Elapsed = end[k].Sub(start)
+		}
+		return res, nil
 	}
 }
 
