@@ -430,7 +430,7 @@ func sortedKeys(m map[string]string) []string {
 // perfStatEvents are what -perf-stat counts in the smtp run: every syscall, the socket reads
 // and writes, the futex and epoll waits and the sleeps of the Go runtime, context switches.
 const perfStatEvents = "raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_read," +
-	"syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_nanosleep,context-switches"
+	"syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_nanosleep,context-switches,page-faults"
 
 // printPerfStat prints perf stat's CSV counts per record on stderr.
 func printPerfStat(csv string, records int64) {
