@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test unit lint mailpit bench fuzz soak demo docker clean
+.PHONY: all test unit lint mailpit bench bench-fluentbit fuzz soak demo docker clean
 
 all: smtpout.so smtpout
 
@@ -39,7 +39,8 @@ unit:
 
 # Micro-benchmarks, then the engine (go run ./test/bench): defaults (100,000 emails of a 2 KB
 # record, machine format, implicit TLS, 4 connections, 2 workers, peak RSS also read at 10,000),
-# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither.
+# then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither; then
+# the real host (bench-fluentbit).
 BENCHTIME ?= 1s
 bench: smtpout.so
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./output ./chunk ./mailer ./internal/pipeline ./test/bench
@@ -47,6 +48,24 @@ bench: smtpout.so
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -chunking off
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 2000 -pipelining off
+	@$(MAKE) --no-print-directory bench-fluentbit
+
+# The real host: each Fluent Bit in FLUENT_BIT_DIR/<version>/fluent-bit tails BENCH_FB_RECORDS
+# 2 KB JSON lines into smtpout.so (defaults, Workers 2, implicit TLS) and then into a null
+# output, BENCH_FB_REPEAT times each; it prints the medians (about 30 s per version).
+FLUENT_BIT_DIR      ?= ../shared/fluent-bit
+FLUENT_BIT_VERSIONS ?= 4.2.8 5.1.1
+BENCH_FB_RECORDS    ?= 10000
+BENCH_FB_REPEAT     ?= 3
+bench-fluentbit: smtpout.so
+	@if [ ! -d "$(FLUENT_BIT_DIR)" ]; then \
+		echo "bench-fluentbit: SKIPPED: $(FLUENT_BIT_DIR) does not exist (set FLUENT_BIT_DIR to a directory holding <version>/fluent-bit)"; \
+		exit 0; fi; \
+	for v in $(FLUENT_BIT_VERSIONS); do \
+		fb="$(FLUENT_BIT_DIR)/$$v/fluent-bit"; \
+		if [ ! -x "$$fb" ]; then echo "bench-fluentbit: SKIPPED Fluent Bit $$v: $$fb not found"; continue; fi; \
+		$(GO) run ./test/bench -so ./smtpout.so -fluent-bit "$$fb" -records $(BENCH_FB_RECORDS) -repeat $(BENCH_FB_REPEAT) || exit 1; \
+	done
 
 # Each fuzz target for a bounded time (FUZZTIME each); the seed corpora also run in make test.
 FUZZTIME ?= 60s

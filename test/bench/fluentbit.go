@@ -92,7 +92,6 @@ func runFluentBit(o options) error {
 	}
 	version := fluentBitVersion(o.fluentBit)
 
-	fmt.Fprintf(os.Stderr, "bench: %s -> smtp ...\n", version)
 	keys := map[string]string{
 		"dest_host":       sink.Addr(),
 		"dest_email":      benchTo,
@@ -104,45 +103,78 @@ func runFluentBit(o options) error {
 		"tls_server_name": "localhost",
 		"helo_name":       "bench.local",
 	}
-	smtpRun, err := fluentBitOnce(o, filepath.Join(dir, "smtp"), so, parsers, "smtp", keys, lines, sink)
-	if err != nil {
-		return err
-	}
-	if got := sink.Messages(); got != int64(o.records) {
-		return fmt.Errorf("the sink accepted %d messages for %d records", got, o.records)
+	var smtpRuns, nullRuns []fbRun
+	for i := range o.repeat {
+		fmt.Fprintf(os.Stderr, "bench: %s -> smtp (run %d of %d) ...\n", version, i+1, o.repeat)
+		before := sink.Messages()
+		sink.ResetSpan()
+		r, err := fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("smtp%d", i)), so, parsers, "smtp", keys, lines, sink)
+		if err != nil {
+			return err
+		}
+		if got := sink.Messages() - before; got != int64(o.records) {
+			return fmt.Errorf("the sink accepted %d messages for %d records", got, o.records)
+		}
+		smtpRuns = append(smtpRuns, r)
+		fmt.Fprintf(os.Stderr, "bench: %s -> null (run %d of %d) ...\n", version, i+1, o.repeat)
+		if r, err = fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("null%d", i)), "", parsers, "null", nil, lines, nil); err != nil {
+			return err
+		}
+		nullRuns = append(nullRuns, r)
 	}
 	verifyErr := output.Verify(bytes.NewReader(sink.Sample()), []byte(benchSecret))
 
-	fmt.Fprintf(os.Stderr, "bench: %s -> null ...\n", version)
-	nullRun, err := fluentBitOnce(o, filepath.Join(dir, "null"), "", parsers, "null", nil, lines, nil)
-	if err != nil {
-		return err
-	}
-
 	w := os.Stdout
 	fmt.Fprintf(w, "machine: %s, %d CPUs, load %s before, %s after\n", cpuModel(), runtime.NumCPU(), loadBefore, loadavg())
-	fmt.Fprintf(w, "run: %s, tail input of %d JSON lines of %d bytes (json parser), Flush %s, -> smtp (smtpout.so, defaults: implicit TLS, max_connections 4, pipelining and chunking on; Workers 2), then -> null\n",
-		version, o.records, lineSize, o.fbFlush)
+	fmt.Fprintf(w, "run: Fluent Bit %s, tail input of %d JSON lines of %d bytes (json parser), Flush %s, -> smtp (smtpout.so, defaults: implicit TLS, max_connections 4, pipelining and chunking on; Workers 2), then the same -> null; %d run(s) of each, medians below\n",
+		version, o.records, lineSize, o.fbFlush, o.repeat)
 	verified := "signature of a received email verified"
 	if verifyErr != nil {
 		verified = "SIGNATURE CHECK FAILED: " + verifyErr.Error()
 	}
 	fmt.Fprintf(w, "sink: %d messages accepted over %d connection(s); %s\n", sink.Messages(), sink.Sessions(), verified)
-	for _, r := range []fbRun{smtpRun, nullRun} {
+	for _, r := range append(append([]fbRun(nil), smtpRuns...), nullRuns...) {
 		if r.retries > 0 || r.errors > 0 {
-			fmt.Fprintf(w, "note: the %s output had %d retries and %d errors (Fluent Bit's counters)\n", r.output, r.retries, r.errors)
+			fmt.Fprintf(w, "note: a run of the %s output had %d retries and %d errors (Fluent Bit's counters)\n", r.output, r.retries, r.errors)
 		}
 	}
-	share := smtpRun.cpuPerRecord() - nullRun.cpuPerRecord()
+	if o.repeat > 1 {
+		each := func(runs []fbRun) string {
+			var parts []string
+			for _, r := range runs {
+				parts = append(parts, fmt.Sprintf("%.1f", r.cpuPerRecord()))
+			}
+			return strings.Join(parts, ", ")
+		}
+		fmt.Fprintf(w, "CPU µs/record of each run: smtp %s; null %s\n", each(smtpRuns), each(nullRuns))
+	}
+	smtpCPU, nullCPU := median(smtpRuns, fbRun.cpuPerRecord), median(nullRuns, fbRun.cpuPerRecord)
+	rate := median(smtpRuns, func(r fbRun) float64 { return float64(r.records) / (float64(r.rateNs) / 1e9) })
+	smtpHWM := median(smtpRuns, func(r fbRun) float64 { return mib(r.hwmKiB) })
+	nullHWM := median(nullRuns, func(r fbRun) float64 { return mib(r.hwmKiB) })
 	fmt.Fprintf(w, "target: whole fluent-bit process <= 100 µs CPU per email (2 KB, defaults, Workers 2): %.1f µs %s\n",
-		smtpRun.cpuPerRecord(), onOff(smtpRun.cpuPerRecord() <= 100))
+		smtpCPU, onOff(smtpCPU <= 100))
 	fmt.Fprintf(w, "%-40s %10s %14s %13s %8s\n", "", "emails/s", "CPU µs/record", "peak RSS MiB", "records")
 	fmt.Fprintf(w, "%-40s %10.1f %14.1f %13.1f %8d\n", "fluent-bit "+version+" -> smtp (smtpout.so)",
-		float64(smtpRun.records)/(float64(smtpRun.rateNs)/1e9), smtpRun.cpuPerRecord(), mib(smtpRun.hwmKiB), smtpRun.records)
+		rate, smtpCPU, smtpHWM, o.records)
 	fmt.Fprintf(w, "%-40s %10s %14.1f %13.1f %8d\n", "fluent-bit "+version+" -> null (baseline)",
-		"-", nullRun.cpuPerRecord(), mib(nullRun.hwmKiB), nullRun.records)
-	fmt.Fprintf(w, "%-40s %10s %14.1f %13.1f\n", "smtpout's share (smtp - null)", "", share, mib(smtpRun.hwmKiB-nullRun.hwmKiB))
+		"-", nullCPU, nullHWM, o.records)
+	fmt.Fprintf(w, "%-40s %10s %14.1f %13.1f\n", "smtpout's share (smtp - null)", "", smtpCPU-nullCPU, smtpHWM-nullHWM)
 	return nil
+}
+
+// median returns the median of f over runs (the mean of the middle two for an even count).
+func median(runs []fbRun, f func(fbRun) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 // jsonLines returns n JSON lines (detection records, see record.go) of about size bytes each,

@@ -51,6 +51,7 @@ type options struct {
 	fbFlush     string
 	perfOut     string
 	perfStat    bool
+	repeat      int
 }
 
 // Credentials of the sink; never secrets of anyone.
@@ -90,11 +91,12 @@ func main() {
 	flag.StringVar(&o.fluentBit, "fluent-bit", "", "real-host mode: run this fluent-bit (tail -> smtp, then tail -> null) instead of the C host")
 	flag.StringVar(&o.fbFlush, "flush", "1", "real-host mode: [SERVICE] Flush of the fluent-bit configuration, seconds")
 	flag.StringVar(&o.perfOut, "perf-record", "", "real-host mode: record the smtp run with `perf record -e cpu-clock -g` into this file")
+	flag.IntVar(&o.repeat, "repeat", 1, "real-host mode: runs of each output (the table shows the medians)")
 	flag.BoolVar(&o.perfStat, "perf-stat", false, "real-host mode: count the smtp run's syscalls and context switches per record with `perf stat`")
 	flag.Parse()
 	if o.fluentBit != "" {
-		if o.records < 1 || o.size < 1 {
-			fmt.Fprintln(os.Stderr, "bench: -records and -size must be positive")
+		if o.records < 1 || o.size < 1 || o.repeat < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -records, -size and -repeat must be positive")
 			os.Exit(2)
 		}
 		if err := runFluentBit(o); err != nil {

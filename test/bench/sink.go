@@ -75,6 +75,9 @@ func (s *Sink) Sessions() int64 { return s.sessions.Load() }
 // Span returns when the first and the last message were accepted (unix ns; 0 before any).
 func (s *Sink) Span() (first, last int64) { return s.first.Load(), s.last.Load() }
 
+// ResetSpan forgets the first and last message times (Span), for a new run.
+func (s *Sink) ResetSpan() { s.first.Store(0); s.last.Store(0) }
+
 // Sample returns the first message accepted (nil before any).
 func (s *Sink) Sample() []byte {
 	s.mu.Lock()
