@@ -438,19 +438,21 @@ const (
 )
 
 // deliverGroup sends the messages msgs[idx...] as one pipelined group on *sp, as deliver sends
-// one: a connection idle too long is checked first, a broken one is replaced, and a group on a
-// reused connection that failed before the server answered anything (stale) is sent once more
-// on a new one. A new connection that does not pipeline BDAT gets the messages one by one.
-// setupErr is set when no connection could be opened.
+// one: a connection idle too long is checked first, a broken one is replaced, and messages
+// that went out on a connection lost before the server answered anything about them (stale:
+// on a reused connection that failed at once, or after an earlier message of the group was
+// answered) are sent once more on a new connection, as deliver resends a stale message. A new
+// connection that does not pipeline BDAT gets the messages one by one. setupErr is set when no
+// connection could be opened.
 func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func() bool, msgs []Message, idx []int) (res []Result, setupErr error) {
 	start := time.Now()
-	group := make([]*Message, len(idx))
-	for k, i := range idx {
-		group[k] = &msgs[i]
-	}
 	res = make([]Result, len(idx))
-	failAll := func(from int, err error) {
-		for k := from; k < len(res); k++ {
+	pend := make([]int, len(idx)) // positions in idx still to send
+	for k := range pend {
+		pend[k] = k
+	}
+	failPending := func(err error) {
+		for _, k := range pend {
 			res[k] = Result{Outcome: Retry, Err: err, Elapsed: time.Since(start)}
 		}
 	}
@@ -464,7 +466,7 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			failAll(0, err)
+			failPending(err)
 			return res, nil
 		}
 		reused := *sp != nil
@@ -478,39 +480,52 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 			m.dials.Add(1)
 			s, err := m.dial(ctx)
 			if err != nil {
-				failAll(0, err)
+				failPending(err)
 				return res, err
 			}
 			*sp = s
 			*unwatch = s.watch(ctx)
 		}
 		if !(*sp).chunking {
-			for k, msg := range group {
-				if res[k], setupErr = m.deliver(ctx, sp, unwatch, msg); setupErr != nil {
-					failAll(k+1, setupErr)
+			for n, k := range pend {
+				if res[k], setupErr = m.deliver(ctx, sp, unwatch, &msgs[idx[k]]); setupErr != nil {
+					pend = pend[n+1:]
+					failPending(setupErr)
 					return res, setupErr
 				}
 			}
 			return res, nil
 		}
+		group := make([]*Message, len(pend))
+		for n, k := range pend {
+			group[n] = &msgs[idx[k]]
+		}
 		txs, end := (*sp).sendGroup(ctx, group)
 		if (*sp).broken {
 			drop()
 		}
-		stale := true
-		for _, t := range txs {
-			if !t.stale && !t.unsent {
-				stale = false
+		var stale []int
+		answered := false
+		for n, t := range txs {
+			switch {
+			case t.stale:
+				stale = append(stale, pend[n])
+			case !t.unsent:
+				answered = true
 			}
 		}
-		if stale && reused && attempt == 0 && ctx.Err() == nil {
-			continue
+		retry := len(stale) > 0 && attempt == 0 && ctx.Err() == nil && (reused || answered)
+		for n, t := range txs {
+			if retry && t.stale {
+				continue
+			}
+			res[pend[n]] = resultOf(t)
+			res[pend[n]].Elapsed = end[n].Sub(start)
 		}
-		for k, t := range txs {
-			res[k] = resultOf(t)
-			res[k].Elapsed = end[k].Sub(start)
+		if !retry {
+			return res, nil
 		}
-		return res, nil
+		pend = stale
 	}
 }
 

@@ -121,6 +121,7 @@ type faultServer struct {
 	stalls    int      // transactions stalled so far
 	stallEnds []string // how each stall ended: "client closed", "server stopped"
 	live      map[*smtp.Conn]bool
+	open      int // transactions begun (MAIL accepted) and not yet answered and reset
 }
 
 // startFaultServer starts a fault server that stops when the test ends.
@@ -281,8 +282,11 @@ func (fs *faultServer) Counters() counters {
 // expireIdle makes every open session time out at once, as an idle timeout does: the server
 // writes "421 4.4.2 Idle timeout" and closes the connection. (Setting a read deadline instead
 // races with go-smtp, which sets its own ReadTimeout before each read.) Call it only while the
-// client is idle. It returns how many sessions it expired.
+// client is idle; it first waits until every transaction was answered (go-smtp resets the
+// session after writing the final reply), so the 421 cannot overtake a reply the client is
+// still waiting for. It returns how many sessions it expired.
 func (fs *faultServer) expireIdle() int {
+	fs.waitUntil("every transaction answered", 30*time.Second, func() bool { return fs.open == 0 })
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for c := range fs.live {
@@ -387,6 +391,7 @@ type faultSession struct {
 	authed bool
 	fault  fault
 	to     []string
+	inTx   bool // MAIL accepted, the transaction not yet reset (counted in fs.open)
 }
 
 // AuthMechanisms implements smtp.AuthSession: PLAIN when the server has users.
@@ -444,6 +449,12 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Injected fault, closing connection"}
 	}
 	s.fault = f
+	fs.mu.Lock()
+	if !s.inTx {
+		s.inTx = true
+		fs.open++
+	}
+	fs.mu.Unlock()
 	return nil
 }
 
@@ -485,10 +496,23 @@ func (s *faultSession) Data(r io.Reader) error {
 func (s *faultSession) Reset() {
 	s.fault = faultNone
 	s.to = nil
+	s.endTx()
+}
+
+// endTx uncounts the session's open transaction, if any.
+func (s *faultSession) endTx() {
+	s.fs.mu.Lock()
+	defer s.fs.mu.Unlock()
+	if s.inTx {
+		s.inTx = false
+		s.fs.open--
+		s.fs.notify()
+	}
 }
 
 // Logout implements smtp.Session: the session ended (QUIT or a closed connection).
 func (s *faultSession) Logout() error {
+	s.endTx()
 	s.fs.mu.Lock()
 	s.fs.ended++
 	delete(s.fs.live, s.c)
