@@ -48,6 +48,13 @@ func TestPipelinedGroup(t *testing.T) {
 	bigBDAT := "BDAT " + strconv.Itoa(len(big.Data)) + " LAST"
 	refusedFrom := msg("m2")
 	refusedFrom.From = "refused@example.com"
+	invalid := msg("bad")
+	invalid.From = "bad\r\nRCPT TO:<x@example.com>"
+	large := func(id string) Message {
+		m := msg(id)
+		m.Data = append(m.Data, strings.Repeat(strings.Repeat("y", 78)+"\r\n", 500)...) // 40 KB
+		return m
+	}
 	group := []string{"RSET", "MAIL", "RCPT", "BDAT"}
 	tx := []string{"MAIL", "RCPT", "BDAT"}
 	cat := func(parts ...[]string) []string {
@@ -100,6 +107,23 @@ func TestPipelinedGroup(t *testing.T) {
 			wantSteps: []Step{"", StepDATA, ""},
 			stored:    []string{"warm", "m1", "m3"},
 			verbs:     cat(tx, group, group),
+		},
+		{
+			name:      "an envelope that cannot be written is left out",
+			msgs:      []Message{msg("m1"), invalid, msg("m3")},
+			want:      []Outcome{Delivered, Rejected, Delivered},
+			wantSteps: []Step{"", StepMAIL, ""},
+			stored:    []string{"warm", "m1", "m3"},
+			verbs:     cat(tx, group),
+		},
+		{
+			// 80 KB stop the group after the second; its writes overflow the group buffer.
+			name:      "messages bigger than a group",
+			msgs:      []Message{large("b1"), large("b2"), large("b3")},
+			want:      []Outcome{Delivered, Delivered, Delivered},
+			wantSteps: []Step{"", "", ""},
+			stored:    []string{"warm", "b1", "b2", "b3"},
+			verbs:     cat(tx, group, tx),
 		},
 		{
 			name:      "last one refused: RSET follows",
