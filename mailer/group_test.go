@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
@@ -209,5 +210,33 @@ func TestPipelinedGroupConnectionLost(t *testing.T) {
 	}
 	if n := srv.Sessions(); n != 2 {
 		t.Errorf("server saw %d connections, want 2", n)
+	}
+}
+
+// TestPipelinedGroupStalledServer: the server stops answering in the middle of a group. The
+// messages behind the stalled one are handed back (Retry) with it after one timeout, not
+// resent on a new connection to wait for another.
+func TestPipelinedGroupStalledServer(t *testing.T) {
+	block := make(chan struct{})
+	srv := startGoSMTP(t, &fakeBackend{data: func(_ *smtp.Conn, body []byte) error {
+		if strings.Contains(string(body), "Subject: m2\r\n") {
+			<-block
+		}
+		return nil
+	}}, false, nil)
+	t.Cleanup(func() { releaseStalled(t, block, srv) }) // runs before the server's Close
+	cfg := testConfig(t, srv.addr, srv.cert, false)
+	cfg.Timeout = 300 * time.Millisecond
+	m := newMailer(t, cfg)
+	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
+	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
+	if diff := cmp.Diff([]Outcome{Delivered, Retry, Retry, Retry}, outcomes(rs)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if !timeout(rs[1].Err) || !rs[1].Ambiguous {
+		t.Errorf("m2: Err=%v Ambiguous=%v; want the timeout, ambiguous", rs[1].Err, rs[1].Ambiguous)
+	}
+	if n := srv.Sessions(); n != 1 {
+		t.Errorf("server saw %d connections, want 1: no redial after a stall", n)
 	}
 }

@@ -505,7 +505,7 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 			drop()
 		}
 		var stale []int
-		answered := false
+		answered, timedOut := false, false
 		for n, t := range txs {
 			switch {
 			case t.stale:
@@ -513,8 +513,10 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 			case !t.unsent:
 				answered = true
 			}
+			timedOut = timedOut || timeout(t.err)
 		}
-		retry := len(stale) > 0 && attempt == 0 && ctx.Err() == nil && (reused || answered)
+		// A server that stopped answering is not tried again here: Send hands the rest back.
+		retry := len(stale) > 0 && attempt == 0 && ctx.Err() == nil && (reused || answered) && !timedOut
 		for n, t := range txs {
 			if retry && t.stale {
 				continue
