@@ -624,17 +624,16 @@ func (s *session) sendGroup(ctx context.Context, msgs []*Message) (txs []tx, end
 		s.writeMail(w, msgs[i], crlf)
 		writeChunkedRest(w, msgs[i], crlf)
 	}
-	err := w.Flush()
-	if err == nil {
-		err = s.text().W.Flush()
+	writeErr := w.Flush()
+	if writeErr == nil {
+		writeErr = s.text().W.Flush()
 	}
-	if err != nil {
-		// Part of the group may have reached the server whole: no outcome is certain.
-		s.broken = true
-		for _, i := range live {
-			txs[i] = tx{stale: true, ambiguous: len(live) > 1, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
-		}
-		return txs, end
+	// Read the replies even when the write failed: a server that hung up in the middle of
+	// the group (a fault, a shutdown) answered the transactions before that, and their
+	// replies are waiting to be read. Only those after the last reply have no outcome.
+	lost := writeErr
+	if lost == nil {
+		lost = errors.New("connection lost before the server's reply")
 	}
 	for k, i := range live {
 		if k > 0 && !s.broken {
@@ -644,12 +643,14 @@ func (s *session) sendGroup(ctx context.Context, msgs []*Message) (txs []tx, end
 			}
 		}
 		if s.broken {
-			txs[i] = tx{stale: true, ambiguous: true, err: &StepError{Step: StepMAIL, Addr: addr,
-				Err: errors.New("connection lost before the server's reply")}}
+			txs[i] = tx{stale: true, ambiguous: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: lost}}
 			continue
 		}
 		txs[i] = s.readChunked(msgs[i], k > 0)
 		end[i] = time.Now()
+	}
+	if writeErr != nil {
+		s.broken = true
 	}
 	return txs, end
 }

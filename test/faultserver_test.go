@@ -392,6 +392,10 @@ type faultSession struct {
 	fault  fault
 	to     []string
 	inTx   bool // MAIL accepted, the transaction not yet reset (counted in fs.open)
+	// dead: a fault closed the connection. go-smtp ignores the failed reply and goes on with
+	// the commands it had read ahead (a pipelined client's next transactions); a real server
+	// that hung up does not, so neither does this one.
+	dead bool
 }
 
 // AuthMechanisms implements smtp.AuthSession: PLAIN when the server has users.
@@ -424,6 +428,9 @@ func (s *faultSession) Auth(mech string) (sasl.Server, error) {
 // Mail implements smtp.Session: it numbers the transaction and applies the plan's fault.
 func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 	fs := s.fs
+	if s.dead {
+		return errDropped
+	}
 	if fs.opt.users != nil && !s.authed {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
@@ -446,6 +453,7 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 		// the error below then fails on the closed connection.
 		_, _ = io.WriteString(s.c.Conn(), "421 4.3.2 Injected fault, closing connection\r\n")
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Injected fault, closing connection"}
 	}
 	s.fault = f
@@ -460,6 +468,9 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 
 // Rcpt implements smtp.Session.
 func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.dead {
+		return errDropped
+	}
 	s.fs.mu.Lock()
 	e, ok := s.fs.opt.rejectRcpt[to]
 	s.fs.mu.Unlock()
@@ -476,16 +487,22 @@ func (s *faultSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if s.dead {
+		return errDropped
+	}
 	switch s.fault {
 	case faultDropBeforeStore:
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return errDropped
 	case faultStall:
 		s.fs.stall(s.c.Conn())
+		s.dead = true
 		return errDropped
 	case faultDropAfterStore:
 		s.fs.store(body, s.to, true)
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return errDropped
 	}
 	s.fs.store(body, s.to, false)
