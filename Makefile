@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test test-fluentbit unit lint mailpit bench fuzz soak soak-restarts demo docker clean docs-screenshots
+.PHONY: all test test-fluentbit unit lint mailpit bench bench-fluentbit fuzz soak soak-restarts demo docker clean docs-screenshots
 
 all: smtpout.so smtpout
 
@@ -59,8 +59,8 @@ unit:
 # Micro-benchmarks, then the engine (go run ./test/bench): defaults (100,000 emails of a 2 KB
 # record, machine format, implicit TLS, 4 connections, 2 workers, peak RSS also read at 10,000),
 # then at a simulated 10 ms RTT with PIPELINING+CHUNKING, PIPELINING only, and neither; then
-# ledger_dir off and on compared (no RTT and 10 ms), and the journal against bbolt (storecmp,
-# its own module: bbolt is not a dependency of the plugin).
+# ledger_dir off and on compared (no RTT and 10 ms), the journal against bbolt (storecmp, its
+# own module: bbolt is not a dependency of the plugin), and the real host (bench-fluentbit).
 BENCHTIME ?= 1s
 bench: smtpout.so
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./output ./chunk ./mailer ./internal/pipeline ./test/bench
@@ -71,6 +71,22 @@ bench: smtpout.so
 	$(GO) run ./test/bench -so ./smtpout.so -records 20000 -ledger both -baseline off
 	$(GO) run ./test/bench -so ./smtpout.so -rtt 10ms -records 4000 -ledger both -baseline off
 	cd test/bench/storecmp && $(GO) run . -emails 20000 -flush 100
+	@$(MAKE) --no-print-directory bench-fluentbit
+
+# The real host: each Fluent Bit in FLUENT_BIT_DIR/<version>/fluent-bit (see test-fluentbit)
+# tails BENCH_FB_RECORDS 2 KB JSON lines into smtpout.so (defaults, Workers 2, implicit TLS)
+# and then into a null output, BENCH_FB_REPEAT times each; it prints the medians (about 30 s per version).
+BENCH_FB_RECORDS    ?= 10000
+BENCH_FB_REPEAT     ?= 3
+bench-fluentbit: smtpout.so
+	@if [ ! -d "$(FLUENT_BIT_DIR)" ]; then \
+		echo "bench-fluentbit: SKIPPED: $(FLUENT_BIT_DIR) does not exist (set FLUENT_BIT_DIR to a directory holding <version>/fluent-bit)"; \
+		exit 0; fi; \
+	for v in $(FLUENT_BIT_VERSIONS); do \
+		fb="$(FLUENT_BIT_DIR)/$$v/fluent-bit"; \
+		if [ ! -x "$$fb" ]; then echo "bench-fluentbit: SKIPPED Fluent Bit $$v: $$fb not found"; continue; fi; \
+		$(GO) run ./test/bench -so ./smtpout.so -fluent-bit "$$fb" -records $(BENCH_FB_RECORDS) -repeat $(BENCH_FB_REPEAT) || exit 1; \
+	done
 
 # Each fuzz target for a bounded time (FUZZTIME each); the seed corpora also run in make test.
 FUZZTIME ?= 60s

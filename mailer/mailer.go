@@ -4,7 +4,9 @@
 //
 // It opens connections with github.com/wneessen/go-mail/smtp (greeting, EHLO, STARTTLS, AUTH)
 // and writes the mail transactions itself on the same connection, so that each RCPT reply is
-// kept, a failed transaction is always followed by RSET, and commands can be pipelined.
+// kept, a failed transaction is always followed by RSET, and commands can be pipelined. On a
+// connection that pipelines BDAT, the transactions of several messages go out in one write
+// (each after the first led by RSET) and their replies are read in order (sendGroup).
 // It never logs: every failure comes back as a *StepError naming the step, the server's reply
 // codes and, for configuration mistakes, a hint.
 package mailer
@@ -381,21 +383,47 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			if !ok {
 				return
 			}
+			group := []int{i}
+			if s != nil && s.chunking {
+				// A connection that pipelines BDAT takes a group of messages at once
+				// (sendGroup); the first message of a new connection goes alone.
+				size := len(msgs[i].Data)
+				for len(group) < maxGroup && size < maxGroupBytes {
+					j, ok := claim()
+					if !ok {
+						break
+					}
+					group = append(group, j)
+					size += len(msgs[j].Data)
+				}
+			}
 			var setupErr error
-			results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
-			done[i] = true
-			if msgs[i].Done != nil {
-				msgs[i].Done(results[i])
+			if len(group) == 1 {
+				results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
+			} else {
+				var rs []Result
+				rs, setupErr = m.deliverGroup(ctx, &s, &unwatch, msgs, group)
+				for k, j := range group {
+					results[j] = rs[k]
+				}
+			}
+			for _, j := range group {
+				done[j] = true
+				if msgs[j].Done != nil {
+					msgs[j].Done(results[j])
+				}
 			}
 			if setupErr != nil {
 				fail(setupErr)
 				return
 			}
-			if r := results[i]; r.Outcome == Retry && timeout(r.Err) {
-				// A server that stops answering costs a full timeout per message: hand the
-				// rest back to Fluent Bit now rather than redial and wait for each one.
-				fail(r.Err)
-				return
+			for _, j := range group {
+				if r := results[j]; r.Outcome == Retry && timeout(r.Err) {
+					// A server that stops answering costs a full timeout per message: hand
+					// the rest back to Fluent Bit now rather than redial and wait for each.
+					fail(r.Err)
+					return
+				}
 			}
 		}
 	}
@@ -463,6 +491,107 @@ func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool
 			continue
 		}
 		return resultOf(t), nil
+	}
+}
+
+// A group (sendGroup) holds at most maxGroup messages, and stops growing once it holds
+// maxGroupBytes of them.
+const (
+	maxGroup      = 16
+	maxGroupBytes = 64 << 10
+)
+
+// deliverGroup sends the messages msgs[idx...] as one pipelined group on *sp, as deliver sends
+// one: a connection idle too long is checked first, a broken one is replaced, and messages
+// that went out on a connection lost before the server answered anything about them (stale:
+// on a reused connection that failed at once, or after an earlier message of the group was
+// answered) are sent once more on a new connection, as deliver resends a stale message. A new
+// connection that does not pipeline BDAT gets the messages one by one. setupErr is set when no
+// connection could be opened.
+func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func() bool, msgs []Message, idx []int) (res []Result, setupErr error) {
+	start := time.Now()
+	res = make([]Result, len(idx))
+	pend := make([]int, len(idx)) // positions in idx still to send
+	for k := range pend {
+		pend[k] = k
+	}
+	failPending := func(err error) {
+		for _, k := range pend {
+			res[k] = Result{Outcome: Retry, Err: err, Elapsed: time.Since(start)}
+		}
+	}
+	drop := func() {
+		if *unwatch != nil {
+			(*unwatch)()
+			*unwatch = nil
+		}
+		(*sp).close()
+		*sp = nil
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			failPending(err)
+			return res, nil
+		}
+		reused := *sp != nil
+		if reused && m.noopAfter > 0 && time.Since((*sp).lastUsed) > m.noopAfter {
+			if err := (*sp).noop(ctx); err != nil {
+				drop()
+				reused = false
+			}
+		}
+		if *sp == nil {
+			m.dials.Add(1)
+			s, err := m.dial(ctx)
+			if err != nil {
+				failPending(err)
+				return res, err
+			}
+			*sp = s
+			*unwatch = s.watch(ctx)
+		}
+		if !(*sp).chunking {
+			for n, k := range pend {
+				if res[k], setupErr = m.deliver(ctx, sp, unwatch, &msgs[idx[k]]); setupErr != nil {
+					pend = pend[n+1:]
+					failPending(setupErr)
+					return res, setupErr
+				}
+			}
+			return res, nil
+		}
+		group := make([]*Message, len(pend))
+		for n, k := range pend {
+			group[n] = &msgs[idx[k]]
+		}
+		txs, end := (*sp).sendGroup(ctx, group)
+		if (*sp).broken {
+			drop()
+		}
+		var stale []int
+		answered, timedOut := false, false
+		for n, t := range txs {
+			switch {
+			case t.stale:
+				stale = append(stale, pend[n])
+			case !t.unsent:
+				answered = true
+			}
+			timedOut = timedOut || timeout(t.err)
+		}
+		// A server that stopped answering is not tried again here: Send hands the rest back.
+		retry := len(stale) > 0 && attempt == 0 && ctx.Err() == nil && (reused || answered) && !timedOut
+		for n, t := range txs {
+			if retry && t.stale {
+				continue
+			}
+			res[pend[n]] = resultOf(t)
+			res[pend[n]].Elapsed = end[n].Sub(start)
+		}
+		if !retry {
+			return res, nil
+		}
+		pend = stale
 	}
 }
 

@@ -381,6 +381,7 @@ func (s *scripted) serve(c net.Conn) {
 	say("220 localhost scripted ESMTP")
 	w.Flush()
 	inMail := false
+	rcpts := 0 // recipients accepted in the open transaction
 	n := 0
 	for {
 		line, err := r.ReadString('\n')
@@ -392,10 +393,23 @@ func (s *scripted) serve(c net.Conn) {
 		s.cmds = append(s.cmds, line)
 		s.mu.Unlock()
 		verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
+		var chunk string // BDAT: the chunk that follows the command, read whatever the reply
+		if verb == "BDAT" {
+			var size int
+			fmt.Sscanf(line, "BDAT %d", &size)
+			b := make([]byte, size)
+			if _, err := io.ReadFull(r, b); err != nil {
+				return
+			}
+			chunk = string(b)
+		}
 		if rep := s.reply(line, n); rep != "" {
 			say(rep)
 			if verb == "MAIL" && rep[0] == '2' {
 				inMail = true
+			}
+			if verb == "RCPT" && rep[0] == '2' {
+				rcpts++
 			}
 			if verb == "DATA" && rep[:3] == "354" {
 				s.readData(r)
@@ -418,11 +432,25 @@ func (s *scripted) serve(c net.Conn) {
 				if inMail {
 					say("503 5.5.1 nested MAIL command")
 				} else {
-					inMail = true
+					inMail, rcpts = true, 0
 					say("250 2.1.0 ok")
 				}
 			case "RCPT":
+				rcpts++
 				say("250 2.1.5 ok")
+			case "BDAT":
+				// Like a strict server, a refused BDAT leaves the transaction open: only RSET
+				// (or a stored message) ends it.
+				if !inMail || rcpts == 0 {
+					say("503 5.5.1 no valid recipients")
+					break
+				}
+				s.mu.Lock()
+				s.msgs = append(s.msgs, chunk)
+				s.mu.Unlock()
+				inMail = false
+				n++
+				say("250 2.0.0 queued")
 			case "DATA":
 				say("354 go ahead")
 				w.Flush()
@@ -431,7 +459,7 @@ func (s *scripted) serve(c net.Conn) {
 				n++
 				say("250 2.0.0 queued")
 			case "RSET":
-				inMail = false
+				inMail, rcpts = false, 0
 				say("250 2.0.0 reset")
 			case "NOOP":
 				say("250 2.0.0 ok")

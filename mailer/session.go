@@ -33,7 +33,14 @@ type session struct {
 	txs int
 	// broken is set when the connection can no longer be trusted; it is then closed.
 	broken bool
+	// group buffers a group of pipelined transactions (sendGroup) in front of the
+	// textproto writer; nil until the first group.
+	group *bufio.Writer
 }
+
+// groupBuffer is the size of a session's group buffer: a group of up to maxGroupBytes of
+// messages and their commands leaves in one write.
+const groupBuffer = maxGroupBytes + 4096
 
 // deadline arms the connection's deadline for one step and reports a cancelled context. The
 // check comes after SetDeadline so a cancellation racing with it still wins (see watch).
@@ -297,6 +304,8 @@ type tx struct {
 	// reply to MAIL), so a retry on a new connection cannot duplicate the message.
 	stale     bool
 	ambiguous bool
+	// unsent: the envelope could not be written (checkEnvelope); nothing went out.
+	unsent bool
 }
 
 // reply is one server reply.
@@ -371,16 +380,8 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 			s.reset(ctx)
 		}
 	}()
-	if !validAddr(msg.From) {
-		return tx{err: &StepError{Step: StepMAIL, Addr: msg.From, Err: ErrInvalidAddress}}
-	}
-	for _, r := range msg.To {
-		if !validAddr(r) {
-			return tx{err: &StepError{Step: StepRCPT, Addr: r, Err: ErrInvalidAddress}}
-		}
-	}
-	if len(msg.To) == 0 {
-		return tx{err: &StepError{Step: StepRCPT, Addr: addr, Err: errors.New("no recipients")}}
+	if err := s.checkEnvelope(msg); err != nil {
+		return tx{err: err}
 	}
 	started = true
 	if err := s.deadline(ctx); err != nil {
@@ -435,31 +436,27 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 	}
 
 	// Pipelined: MAIL, every RCPT and DATA (or BDAT LAST with the message) in one write.
+	if s.chunking {
+		// writeMail above wrote MAIL already: only the rest of the transaction follows.
+		writeChunkedRest(w, msg, crlf)
+		if err := w.Flush(); err != nil {
+			s.broken = true
+			return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+		}
+		return s.readChunked(msg, false)
+	}
 	for _, rcpt := range msg.To {
 		writeRcpt(w, rcpt)
 	}
-	if s.chunking {
-		n := len(msg.Data)
-		if crlf {
-			n += 2
-		}
-		w.WriteString("BDAT " + strconv.Itoa(n) + " LAST\r\n")
-		w.Write(msg.Data)
-		if crlf {
-			w.WriteString("\r\n")
-		}
-	} else {
-		w.WriteString("DATA\r\n")
-	}
+	w.WriteString("DATA\r\n")
 	if err := w.Flush(); err != nil {
 		s.broken = true
 		return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
 	}
 	mailReply := s.readReply()
 	if mailReply.err != nil {
-		// Usually a connection the server closed while idle. With BDAT the message went out
-		// with MAIL, so a server that stored it and then lost the connection cannot be ruled out.
-		return tx{stale: true, ambiguous: s.chunking, err: replyError(StepMAIL, addr, mailReply.err)}
+		// Usually a connection the server closed while idle.
+		return tx{stale: true, err: replyError(StepMAIL, addr, mailReply.err)}
 	}
 	for _, rcpt := range msg.To {
 		if mailReply.ok() {
@@ -479,25 +476,11 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 	}
 	dataReply := s.readReply()
 	if !mailReply.ok() {
-		if !s.chunking && dataReply.code == 354 {
+		if dataReply.code == 354 {
 			// The server took DATA despite everything: send an empty body so it rejects it.
 			s.abortData(ctx)
 		}
 		return tx{err: replyError(StepMAIL, addr, mailReply.asError())}
-	}
-	if s.chunking {
-		if t.accepted == 0 {
-			return t.allRefused()
-		}
-		if dataReply.err != nil {
-			t.ambiguous = true
-			t.err = &StepError{Step: StepDATA, Addr: addr, Err: dataReply.err}
-			return t
-		}
-		if !dataReply.ok() {
-			t.err = replyError(StepDATA, addr, dataReply.asError())
-		}
-		return t
 	}
 	if t.accepted == 0 {
 		if dataReply.code == 354 {
@@ -510,6 +493,196 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 		return t
 	}
 	return s.body(ctx, msg, crlf, t)
+}
+
+// writeChunkedRest writes what follows MAIL in a pipelined BDAT transaction: every RCPT, then
+// BDAT LAST with the whole message.
+func writeChunkedRest(w *bufio.Writer, msg *Message, crlf bool) {
+	for _, rcpt := range msg.To {
+		writeRcpt(w, rcpt)
+	}
+	n := len(msg.Data)
+	if crlf {
+		n += 2
+	}
+	w.WriteString("BDAT ")
+	w.WriteString(strconv.Itoa(n))
+	w.WriteString(" LAST\r\n")
+	w.Write(msg.Data)
+	if crlf {
+		w.WriteString("\r\n")
+	}
+}
+
+// readChunked reads the replies to one pipelined BDAT transaction: the RSET before it when
+// rset is true, MAIL, each RCPT and BDAT LAST. The message went out with the commands, so a
+// connection lost before the last reply leaves its fate unknown (ambiguous).
+func (s *session) readChunked(msg *Message, rset bool) (t tx) {
+	addr := s.m.addr
+	var rsetReply reply
+	if rset {
+		if rsetReply = s.readReply(); rsetReply.err != nil {
+			return tx{stale: true, ambiguous: true, err: &StepError{Step: StepRSET, Addr: addr, Err: rsetReply.err}}
+		}
+		defer func() {
+			if t.err != nil && !rsetReply.ok() {
+				// The server refused to reset: what failed next may be a leftover of the
+				// transaction before, not this message's fault. Retry it.
+				t.err = &StepError{Step: StepRSET, Addr: addr, Code: rsetReply.code, Message: rsetReply.msg, Err: t.err}
+			}
+		}()
+	}
+	mailReply := s.readReply()
+	if mailReply.err != nil {
+		// Usually a connection the server closed while idle. The message went out with MAIL, so
+		// a server that stored it and then lost the connection cannot be ruled out.
+		return tx{stale: true, ambiguous: true, err: replyError(StepMAIL, addr, mailReply.err)}
+	}
+	for _, rcpt := range msg.To {
+		if mailReply.ok() {
+			t, _ = t.rcpt(rcpt, s.readReply())
+		} else {
+			_ = s.readReply()
+		}
+		if s.broken && t.err != nil {
+			break
+		}
+	}
+	if s.broken && !mailReply.ok() {
+		return tx{stale: mailReply.code == 421, err: replyError(StepMAIL, addr, mailReply.asError())}
+	}
+	if s.broken && t.err != nil {
+		return t
+	}
+	dataReply := s.readReply()
+	if !mailReply.ok() {
+		return tx{err: replyError(StepMAIL, addr, mailReply.asError())}
+	}
+	if t.accepted == 0 {
+		return t.allRefused()
+	}
+	if dataReply.err != nil {
+		t.ambiguous = true
+		t.err = &StepError{Step: StepDATA, Addr: addr, Err: dataReply.err}
+		return t
+	}
+	if !dataReply.ok() {
+		t.err = replyError(StepDATA, addr, dataReply.asError())
+	}
+	return t
+}
+
+// checkEnvelope returns the error of a message whose envelope cannot be sent, before anything
+// is written.
+func (s *session) checkEnvelope(msg *Message) error {
+	if !validAddr(msg.From) {
+		return &StepError{Step: StepMAIL, Addr: msg.From, Err: ErrInvalidAddress}
+	}
+	for _, r := range msg.To {
+		if !validAddr(r) {
+			return &StepError{Step: StepRCPT, Addr: r, Err: ErrInvalidAddress}
+		}
+	}
+	if len(msg.To) == 0 {
+		return &StepError{Step: StepRCPT, Addr: s.m.addr, Err: errors.New("no recipients")}
+	}
+	return nil
+}
+
+// sendGroup runs the transactions of msgs back to back in one write (RFC 2920 with RFC 3030:
+// BDAT may be pipelined, so one transaction can follow another without waiting), then reads
+// every reply in order: one write and one wait for a whole group instead of one per message.
+// Every transaction after the first starts with RSET, so none can inherit the state of a
+// failed one before it (a server that keeps the sender after refusing every recipient would
+// otherwise answer the next MAIL with 503). Each message gets its own outcome from its own
+// replies, as send gives it; RSET follows a failed last transaction as it follows any failed
+// one. The session must offer pipelining and chunking. end[i] is when msgs[i]'s last reply
+// was read (or the group ended).
+func (s *session) sendGroup(ctx context.Context, msgs []*Message) (txs []tx, end []time.Time) {
+	addr := s.m.addr
+	txs = make([]tx, len(msgs))
+	end = make([]time.Time, len(msgs))
+	live := make([]int, 0, len(msgs))
+	for i, msg := range msgs {
+		if err := s.checkEnvelope(msg); err != nil {
+			txs[i] = tx{err: err, unsent: true}
+			end[i] = time.Now()
+			continue
+		}
+		live = append(live, i)
+	}
+	if len(live) == 0 {
+		return txs, end
+	}
+	s.txs += len(live)
+	defer func() {
+		now := time.Now()
+		s.lastUsed = now
+		for _, i := range live {
+			if end[i].IsZero() {
+				end[i] = now
+			}
+			if cerr := ctx.Err(); cerr != nil {
+				var se *StepError
+				if errors.As(txs[i].err, &se) && se.Code == 0 && !errors.Is(se.Err, cerr) {
+					se.Err = ctxError(ctx, se.Err)
+				}
+			}
+		}
+		if txs[live[len(live)-1]].err != nil {
+			s.reset(ctx)
+		}
+	}()
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		for _, i := range live {
+			txs[i] = tx{err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+		}
+		return txs, end
+	}
+	// One buffer for the whole group, so it leaves in one write (TLS cuts it into records of
+	// up to 16 KiB) rather than in a write per 4 KiB of textproto's own buffer.
+	if s.group == nil {
+		s.group = bufio.NewWriterSize(s.text().W, groupBuffer)
+	}
+	w := s.group
+	for k, i := range live {
+		if k > 0 {
+			w.WriteString("RSET\r\n")
+		}
+		crlf := !bytes.HasSuffix(msgs[i].Data, []byte("\r\n"))
+		s.writeMail(w, msgs[i], crlf)
+		writeChunkedRest(w, msgs[i], crlf)
+	}
+	writeErr := w.Flush()
+	if writeErr == nil {
+		writeErr = s.text().W.Flush()
+	}
+	// Read the replies even when the write failed: a server that hung up in the middle of
+	// the group (a fault, a shutdown) answered the transactions before that, and their
+	// replies are waiting to be read. Only those after the last reply have no outcome.
+	lost := writeErr
+	if lost == nil {
+		lost = errors.New("connection lost before the server's reply")
+	}
+	for k, i := range live {
+		if k > 0 && !s.broken {
+			// Each transaction's replies get the full timeout, as they do one by one.
+			if err := s.deadline(ctx); err != nil {
+				s.broken = true
+			}
+		}
+		if s.broken {
+			txs[i] = tx{stale: true, ambiguous: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: lost}}
+			continue
+		}
+		txs[i] = s.readChunked(msgs[i], k > 0)
+		end[i] = time.Now()
+	}
+	if writeErr != nil {
+		s.broken = true
+	}
+	return txs, end
 }
 
 // abortData ends a DATA the server accepted although no recipient was: a lone "." (RFC 2920

@@ -124,6 +124,7 @@ type faultServer struct {
 	stalls    int      // transactions stalled so far
 	stallEnds []string // how each stall ended: "client closed", "server stopped"
 	live      map[*smtp.Conn]bool
+	open      int // transactions begun (MAIL accepted) and not yet answered and reset
 }
 
 // startFaultServer starts a fault server that stops when the test ends.
@@ -284,8 +285,11 @@ func (fs *faultServer) Counters() counters {
 // expireIdle makes every open session time out at once, as an idle timeout does: the server
 // writes "421 4.4.2 Idle timeout" and closes the connection. (Setting a read deadline instead
 // races with go-smtp, which sets its own ReadTimeout before each read.) Call it only while the
-// client is idle. It returns how many sessions it expired.
+// client is idle; it first waits until every transaction was answered (go-smtp resets the
+// session after writing the final reply), so the 421 cannot overtake a reply the client is
+// still waiting for. It returns how many sessions it expired.
 func (fs *faultServer) expireIdle() int {
+	fs.waitUntil("every transaction answered", 30*time.Second, func() bool { return fs.open == 0 })
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for c := range fs.live {
@@ -390,6 +394,11 @@ type faultSession struct {
 	authed bool
 	fault  fault
 	to     []string
+	inTx   bool // MAIL accepted, the transaction not yet reset (counted in fs.open)
+	// dead: a fault closed the connection. go-smtp ignores the failed reply and goes on with
+	// the commands it had read ahead (a pipelined client's next transactions); a real server
+	// that hung up does not, so neither does this one.
+	dead bool
 }
 
 // AuthMechanisms implements smtp.AuthSession: PLAIN when the server has users.
@@ -422,6 +431,9 @@ func (s *faultSession) Auth(mech string) (sasl.Server, error) {
 // Mail implements smtp.Session: it numbers the transaction and applies the plan's fault.
 func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 	fs := s.fs
+	if s.dead {
+		return errDropped
+	}
 	if fs.opt.users != nil && !s.authed {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
@@ -444,14 +456,24 @@ func (s *faultSession) Mail(from string, _ *smtp.MailOptions) error {
 		// the error below then fails on the closed connection.
 		_, _ = io.WriteString(s.c.Conn(), "421 4.3.2 Injected fault, closing connection\r\n")
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Injected fault, closing connection"}
 	}
 	s.fault = f
+	fs.mu.Lock()
+	if !s.inTx {
+		s.inTx = true
+		fs.open++
+	}
+	fs.mu.Unlock()
 	return nil
 }
 
 // Rcpt implements smtp.Session.
 func (s *faultSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.dead {
+		return errDropped
+	}
 	s.fs.mu.Lock()
 	e, ok := s.fs.opt.rejectRcpt[to]
 	s.fs.mu.Unlock()
@@ -468,16 +490,22 @@ func (s *faultSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if s.dead {
+		return errDropped
+	}
 	switch s.fault {
 	case faultDropBeforeStore:
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return errDropped
 	case faultStall:
 		s.fs.stall(s.c.Conn())
+		s.dead = true
 		return errDropped
 	case faultDropAfterStore:
 		s.fs.store(body, s.to, true)
 		_ = s.c.Conn().Close()
+		s.dead = true
 		return errDropped
 	}
 	s.fs.store(body, s.to, false)
@@ -491,10 +519,23 @@ func (s *faultSession) Data(r io.Reader) error {
 func (s *faultSession) Reset() {
 	s.fault = faultNone
 	s.to = nil
+	s.endTx()
+}
+
+// endTx uncounts the session's open transaction, if any.
+func (s *faultSession) endTx() {
+	s.fs.mu.Lock()
+	defer s.fs.mu.Unlock()
+	if s.inTx {
+		s.inTx = false
+		s.fs.open--
+		s.fs.notify()
+	}
 }
 
 // Logout implements smtp.Session: the session ended (QUIT or a closed connection).
 func (s *faultSession) Logout() error {
+	s.endTx()
 	s.fs.mu.Lock()
 	s.fs.ended++
 	delete(s.fs.live, s.c)

@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +49,11 @@ type options struct {
 	keep        bool
 	ledger      string
 	trials      int
+	fluentBit   string
+	fbFlush     string
+	perfOut     string
+	perfStat    bool
+	repeat      int
 }
 
 // Credentials of the sink; never secrets of anyone.
@@ -88,7 +92,23 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (plugin log, chunk, certificates)")
 	flag.StringVar(&o.ledger, "ledger", "off", "ledger_dir (in the work directory): off, on, or both (runs alternating, compared by medians)")
 	flag.IntVar(&o.trials, "trials", 3, "with -ledger both: runs of each")
+	flag.StringVar(&o.fluentBit, "fluent-bit", "", "real-host mode: run this fluent-bit (tail -> smtp, then tail -> null) instead of the C host")
+	flag.StringVar(&o.fbFlush, "flush", "1", "real-host mode: [SERVICE] Flush of the fluent-bit configuration, seconds")
+	flag.StringVar(&o.perfOut, "perf-record", "", "real-host mode: record the smtp run with `perf record -e cpu-clock -g` into this file")
+	flag.IntVar(&o.repeat, "repeat", 1, "real-host mode: runs of each output (the table shows the medians)")
+	flag.BoolVar(&o.perfStat, "perf-stat", false, "real-host mode: count the smtp run's syscalls and context switches per record with `perf stat`")
 	flag.Parse()
+	if o.fluentBit != "" {
+		if o.records < 1 || o.size < 1 || o.repeat < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -records, -size and -repeat must be positive")
+			os.Exit(2)
+		}
+		if err := runFluentBit(o); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		flag.Usage()
@@ -306,20 +326,6 @@ func run(o options) error {
 		reportLedger(os.Stdout, o, offRuns, onRuns, dir)
 	}
 	return nil
-}
-
-// median returns the median of f over runs.
-func median(runs []pluginRun, f func(pluginRun) float64) float64 {
-	v := make([]float64, len(runs))
-	for i, r := range runs {
-		v[i] = f(r)
-	}
-	sort.Float64s(v)
-	if n := len(v); n%2 == 1 {
-		return v[n/2]
-	} else {
-		return (v[n/2-1] + v[n/2]) / 2
-	}
 }
 
 // reportLedger compares runs without ledger_dir (off) with runs with it (on), by medians:

@@ -27,6 +27,8 @@ type Sink struct {
 	bytes    atomic.Int64
 	sessions atomic.Int64
 	authFail atomic.Int64
+	first    atomic.Int64 // unix ns of the first message accepted
+	last     atomic.Int64 // unix ns of the last message accepted
 
 	mu     sync.Mutex
 	sample []byte
@@ -69,6 +71,12 @@ func (s *Sink) Messages() int64 { return s.messages.Load() }
 
 // Sessions returns how many connections were opened so far.
 func (s *Sink) Sessions() int64 { return s.sessions.Load() }
+
+// Span returns when the first and the last message were accepted (unix ns; 0 before any).
+func (s *Sink) Span() (first, last int64) { return s.first.Load(), s.last.Load() }
+
+// ResetSpan forgets the first and last message times (Span), for a new run.
+func (s *Sink) ResetSpan() { s.first.Store(0); s.last.Store(0) }
 
 // Sample returns the first message accepted (nil before any).
 func (s *Sink) Sample() []byte {
@@ -144,6 +152,9 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		return err
 	}
 	s.bytes.Add(n)
+	now := time.Now().UnixNano()
+	s.first.CompareAndSwap(0, now)
+	s.last.Store(now)
 	s.messages.Add(1)
 	return nil
 }

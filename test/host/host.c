@@ -505,7 +505,10 @@ static int read_file(const char *path, char **data, size_t *size)
 }
 
 /* do_flush calls FLBPluginFlushCtx as proxy_go_output_flush does: the tag is a fresh,
- * NUL-terminated copy freed after the call, and the data is freed after the call too. */
+ * NUL-terminated copy freed after the call, and the data is freed after the call too. Both are
+ * scribbled over first: the plugin decodes the chunk in place, so anything it kept that still
+ * pointed into it (a Message-ID in the ledger, say) would read garbage from then on and the
+ * retry and ledger tests would see it. */
 static int do_flush(struct instance *ins, const char *tag, const char *path, int *rc)
 {
     char *data;
@@ -522,6 +525,8 @@ static int do_flush(struct instance *ins, const char *tag, const char *path, int
     else {
         *rc = plugin.cb_flush(data, size, tagbuf);
     }
+    memset(tagbuf, 0xAA, strlen(tagbuf));
+    memset(data, 0xAA, size);
     free(tagbuf);
     free(data);
     return 0;
