@@ -48,6 +48,9 @@ const (
 	DefaultTimeout        = 30 * time.Second
 	DefaultJSONDateKey    = "date"
 	DefaultMaxConnections = 4
+	// DefaultPipelineDepth is how many emails one connection sends back to back before it
+	// reads their replies, with PIPELINING and CHUNKING (pipeline_depth).
+	DefaultPipelineDepth = 16
 	// DefaultDeadLetterMaxSize bounds dead_letter_dir when dead_letter_max_size is unset.
 	DefaultDeadLetterMaxSize = 100 << 20
 	// MinSecretKeyLen is the length below which secret_key draws a start-up warning.
@@ -108,6 +111,10 @@ type Config struct {
 	// DisableChunking is true when chunking is false: DATA is used even when the server offers
 	// CHUNKING (BDAT, RFC 3030).
 	DisableChunking bool
+	// PipelineDepth is how many emails one connection sends back to back, whole transactions
+	// in one write, before it reads their replies, when the server offers PIPELINING and
+	// CHUNKING (pipeline_depth): 1 sends one email per round trip.
+	PipelineDepth int
 
 	// DeadLetterDir is where permanently rejected records are written as .eml files with
 	// their reason (dead_letter_dir); "" turns it off.

@@ -74,6 +74,7 @@ func TestParseDefaults(t *testing.T) {
 		Timeout:           30 * time.Second,
 		JSONDateKey:       "date",
 		MaxConnections:    4,
+		PipelineDepth:     16,
 		Durability: Durability{
 			LedgerMaxEntries: 100_000,
 			LedgerMaxAge:     24 * time.Hour,
@@ -472,6 +473,7 @@ func TestParseExtensionKeysRejected(t *testing.T) {
 		"tls_server_name":       {"bad name", "a..b"},
 		"helo_name":             {"bad name", "[not-ip]"},
 		"max_connections":       {"0", "65", "four", "-1"},
+		"pipeline_depth":        {"0", "65", "sixteen", "-1"},
 		"dead_letter_dir":       {filepath.Join(dir, "missing"), notPEM},
 		"dead_letter_max_size":  {"0", "-1M", "lots", "1T", "99999999999G"},
 		"max_emails_per_minute": {"-1", "many", "1000001"},
@@ -567,4 +569,19 @@ func selfSignedPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// TestEveryKeyIsInTheREADME: every key the plugin reads is documented in the README's key
+// tables (a row starting with the key in backquotes).
+func TestEveryKeyIsInTheREADME(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, k := range Keys {
+		if !strings.Contains(readme, "| `"+k+"` |") && !strings.Contains(readme, "| `"+k+"`, ") && !strings.Contains(readme, ", `"+k+"` |") {
+			t.Errorf("key %s has no row in README.md's key tables", k)
+		}
+	}
 }

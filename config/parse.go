@@ -20,7 +20,7 @@ var Keys = []string{
 	"username", "password", "secret_key",
 	"is_readable", "is_starttls", "is_authlogin", "subject",
 	"tls_verify", "tls_ca_file", "tls_server_name", "timeout", "helo_name", "json_date_key",
-	"max_connections", "pipelining", "chunking",
+	"max_connections", "pipelining", "chunking", "pipeline_depth",
 	"dead_letter_dir", "dead_letter_max_size", "max_emails_per_minute",
 }
 
@@ -41,6 +41,9 @@ func (e *KeyError) Error() string {
 	}
 	return fmt.Sprintf("%s: %q: %s", e.Key, e.Value, e.Reason)
 }
+
+// MaxPipelineDepth is the largest pipeline_depth accepted.
+const MaxPipelineDepth = 64
 
 // MaxConnectionsLimit is the largest max_connections accepted.
 const MaxConnectionsLimit = 64
@@ -136,6 +139,7 @@ func Parse(g Getter) (Config, error) {
 	c.MaxConnections = p.integer("max_connections", DefaultMaxConnections, 1, MaxConnectionsLimit)
 	c.DisablePipelining = !p.boolean("pipelining", true)
 	c.DisableChunking = !p.boolean("chunking", true)
+	c.PipelineDepth = p.integer("pipeline_depth", DefaultPipelineDepth, 1, MaxPipelineDepth)
 
 	c.DeadLetterDir = p.value("dead_letter_dir")
 	if c.DeadLetterDir != "" {

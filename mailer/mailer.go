@@ -153,6 +153,8 @@ type Mailer struct {
 	pipelining bool
 	chunking   bool
 	noopAfter  time.Duration
+	// groupMax is pipeline_depth: the most messages a group (sendGroup) holds.
+	groupMax int
 
 	// slots holds one token per connection that may be open at once.
 	slots chan struct{}
@@ -213,6 +215,10 @@ func New(cfg config.Config, opts ...Option) (*Mailer, error) {
 		pipelining: !cfg.DisablePipelining,
 		chunking:   !cfg.DisableChunking,
 		noopAfter:  DefaultNoopAfter,
+		groupMax:   cfg.PipelineDepth,
+	}
+	if m.groupMax <= 0 {
+		m.groupMax = config.DefaultPipelineDepth
 	}
 	if m.timeout <= 0 {
 		m.timeout = config.DefaultTimeout
@@ -384,11 +390,11 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				return
 			}
 			group := []int{i}
-			if s != nil && s.chunking {
+			if s != nil && s.chunking && m.groupMax > 1 {
 				// A connection that pipelines BDAT takes a group of messages at once
 				// (sendGroup); the first message of a new connection goes alone.
 				size := len(msgs[i].Data)
-				for len(group) < maxGroup && size < maxGroupBytes {
+				for len(group) < m.groupMax && size < maxGroupBytes {
 					j, ok := claim()
 					if !ok {
 						break
@@ -494,12 +500,9 @@ func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool
 	}
 }
 
-// A group (sendGroup) holds at most maxGroup messages, and stops growing once it holds
-// maxGroupBytes of them.
-const (
-	maxGroup      = 16
-	maxGroupBytes = 64 << 10
-)
+// A group (sendGroup) holds at most pipeline_depth messages (Mailer.groupMax), and stops
+// growing once it holds maxGroupBytes of them.
+const maxGroupBytes = 64 << 10
 
 // deliverGroup sends the messages msgs[idx...] as one pipelined group on *sp, as deliver sends
 // one: a connection idle too long is checked first, a broken one is replaced, and messages

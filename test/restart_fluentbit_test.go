@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpout/smtpout/config"
 )
 
 // Restarts through a real Fluent Bit (FLUENT_BIT=/path/to/fluent-bit; skipped otherwise) with
@@ -19,7 +21,8 @@ import (
 // record number and Message-ID.
 
 // restartMaxConnections is max_connections in these scenarios: a SIGKILL may repeat at most
-// this many emails (those whose reply was on its way when the process died).
+// this many emails per pipeline_depth (those whose reply was on its way when the process
+// died).
 const restartMaxConnections = 4
 
 // restartRig is one Fluent Bit configuration with filesystem storage and a ledger, started
@@ -212,36 +215,43 @@ func checkSignatures(t *testing.T, fs *faultServer) {
 
 // TestFluentBitKilledMidChunkRepeatsAtMostInFlight: 2,000 records in one chunk, Fluent Bit
 // killed with SIGKILL after about 500 arrived, then started again: every record arrives, and
-// only the emails in flight at the kill (at most max_connections) arrive twice.
+// only the emails in flight at the kill arrive twice: at most max_connections ×
+// pipeline_depth, so max_connections with pipeline_depth 1.
 func TestFluentBitKilledMidChunkRepeatsAtMostInFlight(t *testing.T) {
 	fluentBit(t)
-	fs := startFaultServer(t, faultOptions{delay: 2 * time.Millisecond})
-	r := newRestartRig(t, faultKeys(fs, "soc@example.com"), "")
-	const total = 2000
-	r.start()
-	r.send("app.kill", numbered(0, total))
-	storedAtLeast(fs, 500)
-	r.kill()
-	before := countDelivery(fs, span(0, total))
-	if before.Distinct == total {
-		t.Fatalf("all %d records arrived before the kill: the scenario needs a kill mid-chunk", total)
+	for _, depth := range []int{config.DefaultPipelineDepth, 1} {
+		t.Run(fmt.Sprintf("pipeline_depth=%d", depth), func(t *testing.T) {
+			fs := startFaultServer(t, faultOptions{delay: 2 * time.Millisecond})
+			keys := faultKeys(fs, "soc@example.com")
+			keys["pipeline_depth"] = fmt.Sprint(depth)
+			r := newRestartRig(t, keys, "")
+			const total = 2000
+			r.start()
+			r.send("app.kill", numbered(0, total))
+			storedAtLeast(fs, 500)
+			r.kill()
+			before := countDelivery(fs, span(0, total))
+			if before.Distinct == total {
+				t.Fatalf("all %d records arrived before the kill: the scenario needs a kill mid-chunk", total)
+			}
+			r.start()
+			waitDistinct(fs, total, 2*time.Minute)
+			r.term()
+			c := countDelivery(fs, span(0, total))
+			t.Logf("%s: %d stored before the kill, %d after the restart; lost=%d duplicates=%d (max_connections %d, pipeline_depth %d)",
+				filepath.Base(filepath.Dir(r.bin)), before.Stored, c.Stored-before.Stored, len(c.Lost), c.Duplicates, restartMaxConnections, depth)
+			if len(c.Lost) > 0 {
+				t.Errorf("%d records lost: %v", len(c.Lost), head(c.Lost, 20))
+			}
+			if limit := restartMaxConnections * depth; c.Duplicates > limit {
+				t.Errorf("%d duplicates after a SIGKILL, want at most max_connections × pipeline_depth = %d", c.Duplicates, limit)
+			}
+			if n := len(linesWith(r.log(), "[output:smtp:smtp.0] ledger:", "settled Message-ID(s)")); n != 2 {
+				t.Errorf("%d ledger start-up lines, want one per run (2)", n)
+			}
+			checkSignatures(t, fs)
+		})
 	}
-	r.start()
-	waitDistinct(fs, total, 2*time.Minute)
-	r.term()
-	c := countDelivery(fs, span(0, total))
-	t.Logf("%s: %d stored before the kill, %d after the restart; lost=%d duplicates=%d (max_connections %d)",
-		filepath.Base(filepath.Dir(r.bin)), before.Stored, c.Stored-before.Stored, len(c.Lost), c.Duplicates, restartMaxConnections)
-	if len(c.Lost) > 0 {
-		t.Errorf("%d records lost: %v", len(c.Lost), head(c.Lost, 20))
-	}
-	if c.Duplicates > restartMaxConnections {
-		t.Errorf("%d duplicates after a SIGKILL, want at most max_connections=%d", c.Duplicates, restartMaxConnections)
-	}
-	if n := len(linesWith(r.log(), "[output:smtp:smtp.0] ledger:", "settled Message-ID(s)")); n != 2 {
-		t.Errorf("%d ledger start-up lines, want one per run (2)", n)
-	}
-	checkSignatures(t, fs)
 }
 
 // TestFluentBitSIGTERMOnSlowServerExitsInGraceWithoutDuplicates: a server that takes 40 ms
@@ -323,7 +333,9 @@ func TestSoakRestarts(t *testing.T) {
 	}
 	fluentBit(t)
 	fs := startFaultServer(t, faultOptions{delay: 2 * time.Millisecond})
-	r := newRestartRig(t, faultKeys(fs, "soc@example.com"), "")
+	keys := faultKeys(fs, "soc@example.com")
+	keys["pipeline_depth"] = "1" // one email in flight per connection: at most max_connections repeats per kill
+	r := newRestartRig(t, keys, "")
 	const cycles, per = 20, 300
 	for c := range cycles {
 		r.start()

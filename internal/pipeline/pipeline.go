@@ -304,6 +304,7 @@ func EffectiveConfig(cfg config.Config) string {
 	kv("max_emails_per_minute", fmt.Sprint(cfg.MaxEmailsPerMinute))
 	kv("pipelining", fmt.Sprint(!cfg.DisablePipelining))
 	kv("chunking", fmt.Sprint(!cfg.DisableChunking))
+	kv("pipeline_depth", fmt.Sprint(cfg.PipelineDepth))
 	kv("dead_letter_dir", cfg.DeadLetterDir)
 	if cfg.DeadLetterDir != "" {
 		kv("dead_letter_max_size", fmt.Sprint(cfg.DeadLetterMaxSize))
