@@ -201,6 +201,13 @@ func TestPipelinedGroupConnectionLost(t *testing.T) {
 	if !rs[1].Ambiguous || rs[1].Err == nil {
 		t.Errorf("m2: ambiguous %v, err %v; want ambiguous with an error", rs[1].Ambiguous, rs[1].Err)
 	}
+	var resent []bool
+	for _, r := range rs {
+		resent = append(resent, r.Resent)
+	}
+	if diff := cmp.Diff([]bool{false, false, true, true}, resent); diff != "" {
+		t.Errorf("Resent (-want +got):\n%s", diff)
+	}
 	var got []string
 	for _, g := range srv.Msgs() {
 		got = append(got, subjects([]string{g.Data})...)

@@ -112,6 +112,10 @@ type Result struct {
 	// Ambiguous: the connection was lost after the whole message was sent and before the
 	// server's reply, so it may have been stored. Outcome is Retry.
 	Ambiguous bool
+	// Resent: the message was sent a second time on a new connection, because the first
+	// connection closed before the server answered it (a pipelined group cut short). The
+	// server may have stored the first copy too: its recipients may get it twice.
+	Resent bool
 	// Elapsed is how long the message took on the wire: from taking its connection (dialling
 	// one when needed) to the server's final reply.
 	Elapsed time.Duration
@@ -590,6 +594,7 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 			}
 			res[pend[n]] = resultOf(t)
 			res[pend[n]].Elapsed = end[n].Sub(start)
+			res[pend[n]].Resent = attempt > 0
 		}
 		if !retry {
 			return res, nil

@@ -645,6 +645,14 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 	retryErrs := make(map[string]int) // error text -> count
 	var retryOrder []string
 	operator := make(map[string]bool)
+	resent := 0
+	defer func() {
+		if resent > 0 {
+			in.log.Log(LevelWarn, fmt.Sprintf(
+				"tag %q: %d email(s) sent again on a new connection: the first one closed before the server answered them, so their recipients may get them twice (same Message-ID)",
+				tag, resent))
+		}
+	}()
 	for i, p := range batch {
 		var res mailer.Result
 		if i < len(results) {
@@ -653,6 +661,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			res = mailer.Result{Outcome: mailer.Retry, Err: errors.New("no result from the mailer")}
 		}
 		id := p.email.MessageID
+		if res.Resent {
+			resent++
+		}
 		switch res.Outcome {
 		case mailer.Delivered:
 			st.Delivered++
