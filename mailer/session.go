@@ -540,7 +540,13 @@ func (s *session) readChunked(msg *Message, rset bool) (t tx) {
 	}
 	for _, rcpt := range msg.To {
 		if mailReply.ok() {
-			t, _ = t.rcpt(rcpt, s.readReply())
+			r := s.readReply()
+			t, _ = t.rcpt(rcpt, r)
+			if r.err != nil {
+				// The message went out with its commands: the server may have it although
+				// its replies were lost with the connection.
+				t.ambiguous = true
+			}
 		} else {
 			_ = s.readReply()
 		}

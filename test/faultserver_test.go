@@ -598,6 +598,7 @@ type delivery struct {
 	Distinct   int // distinct Message-IDs
 	Duplicates int // messages beyond the first per Message-ID (all after ambiguous drops)
 	Ambiguous  int // messages stored and then dropped before the reply
+	Resent     int // times the plugin said it sent an email again after an unanswered hang-up
 }
 
 // checkDelivery counts by Message-ID at the server and fails the test unless every record
@@ -605,6 +606,14 @@ type delivery struct {
 // signature verifies, and every Message-ID arrived once, except the ones the server stored and
 // then dropped before replying (ambiguous), which may arrive once more per drop.
 func checkDelivery(t testing.TB, fs *faultServer, want []int) delivery {
+	t.Helper()
+	return checkDeliveryExplained(t, fs, want, nil)
+}
+
+// checkDeliveryExplained is checkDelivery where resent counts, per Message-ID, the times the
+// plugin said it sent an email again after its connection closed unanswered: each explains
+// one more copy. delivery.Resent is their total.
+func checkDeliveryExplained(t testing.TB, fs *faultServer, want []int, resent map[string]int) delivery {
 	t.Helper()
 	msgs := fs.Stored()
 	fs.mu.Lock()
@@ -661,10 +670,13 @@ func checkDelivery(t testing.TB, fs *faultServer, want []int) delivery {
 			continue
 		}
 		d.Duplicates += c - 1
-		if c > 1+ambiguous[id] {
-			t.Errorf("Message-ID <%s> arrived %d times, but the server dropped it after storing only %d time(s): a duplicate that no ambiguous drop explains",
-				id, c, ambiguous[id])
+		if c > 1+ambiguous[id]+resent[id] {
+			t.Errorf("Message-ID <%s> arrived %d times, but the server dropped it after storing only %d time(s) and the plugin sent it again after an unanswered hang-up %d time(s): a duplicate that nothing explains",
+				id, c, ambiguous[id], resent[id])
 		}
+	}
+	for _, n := range resent {
+		d.Resent += n
 	}
 	return d
 }

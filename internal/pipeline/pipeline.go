@@ -645,14 +645,6 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 	retryErrs := make(map[string]int) // error text -> count
 	var retryOrder []string
 	operator := make(map[string]bool)
-	resent := 0
-	defer func() {
-		if resent > 0 {
-			in.log.Log(LevelWarn, fmt.Sprintf(
-				"tag %q: %d email(s) sent again on a new connection: the first one closed before the server answered them, so their recipients may get them twice (same Message-ID)",
-				tag, resent))
-		}
-	}()
 	for i, p := range batch {
 		var res mailer.Result
 		if i < len(results) {
@@ -662,7 +654,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		}
 		id := p.email.MessageID
 		if res.Resent {
-			resent++
+			in.log.Log(LevelWarn, fmt.Sprintf(
+				"delivery of Message-ID <%s> may be repeated: it was sent again on a new connection, because the first one closed before the server answered it (tag %q)",
+				id, tag))
 		}
 		switch res.Outcome {
 		case mailer.Delivered:
