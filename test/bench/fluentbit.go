@@ -51,28 +51,11 @@ func runFluentBit(o options) error {
 	if _, err := os.Stat(o.fluentBit); err != nil {
 		return fmt.Errorf("-fluent-bit: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "smtpout-bench-fb-")
+	dir, _, so, cleanup, err := prepare(o, "smtpout-bench-fb-")
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Fprintln(os.Stderr, "bench: work directory", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	so := o.so
-	if so == "" {
-		fmt.Fprintln(os.Stderr, "bench: building smtpout.so ...")
-		if so, err = buildPlugin(root, dir); err != nil {
-			return err
-		}
-	} else if so, err = filepath.Abs(so); err != nil {
-		return err
-	}
+	defer cleanup()
 	cert, err := testcert.Generate(dir)
 	if err != nil {
 		return err

@@ -221,28 +221,11 @@ type pluginRun struct {
 
 func run(o options) error {
 	loadBefore := loadavg()
-	dir, err := os.MkdirTemp("", "smtpout-bench-")
+	dir, root, so, cleanup, err := prepare(o, "smtpout-bench-")
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Fprintln(os.Stderr, "bench: work directory", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	so := o.so
-	if so == "" {
-		fmt.Fprintln(os.Stderr, "bench: building smtpout.so ...")
-		if so, err = buildPlugin(root, dir); err != nil {
-			return err
-		}
-	} else if so, err = filepath.Abs(so); err != nil {
-		return err
-	}
+	defer cleanup()
 	hostBin, err := buildHost(root, dir)
 	if err != nil {
 		return err
@@ -634,4 +617,29 @@ func report(w io.Writer, o options, recordSize int, pr pluginRun, base *figures,
 			ratio(pr.perSec(), base.perSec()), ratio(base.cpuPerEmail(), pr.cpuPerEmail()),
 			ratio(base.allocsPerEmail(), pr.allocsPerEmail()), ratio(mib(base.hwmKiB), mib(pr.hwmKiB)))
 	}
+}
+
+// prepare makes a run's work directory (removed by cleanup unless -keep) and finds or builds
+// smtpout.so (-so) in it; root is the module's root.
+func prepare(o options, prefix string) (dir, root, so string, cleanup func(), err error) {
+	cleanup = func() {}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", "", cleanup, err
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "bench: work directory", dir)
+	} else {
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	if root, err = moduleRoot(); err != nil {
+		return dir, "", "", cleanup, err
+	}
+	so = o.so
+	if so == "" {
+		fmt.Fprintln(os.Stderr, "bench: building smtpout.so ...")
+		so, err = buildPlugin(root, dir)
+	} else {
+		so, err = filepath.Abs(so)
+	}
+	return dir, root, so, cleanup, err
 }
