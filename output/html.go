@@ -435,28 +435,8 @@ func textValue[S string | []byte](w *htmlWriter, s S) {
 // RFC 3339 UTC form, NaN and infinities as words); these need no escaping.
 func appendScalar(b []byte, v any) []byte {
 	switch x := v.(type) {
-	case bool:
-		return strconv.AppendBool(b, x)
-	case int64:
-		return strconv.AppendInt(b, x, 10)
-	case uint64:
-		return strconv.AppendUint(b, x, 10)
-	case int:
-		return strconv.AppendInt(b, int64(x), 10)
-	case int32:
-		return strconv.AppendInt(b, int64(x), 10)
-	case int16:
-		return strconv.AppendInt(b, int64(x), 10)
-	case int8:
-		return strconv.AppendInt(b, int64(x), 10)
-	case uint:
-		return strconv.AppendUint(b, uint64(x), 10)
-	case uint32:
-		return strconv.AppendUint(b, uint64(x), 10)
-	case uint16:
-		return strconv.AppendUint(b, uint64(x), 10)
-	case uint8:
-		return strconv.AppendUint(b, uint64(x), 10)
+	case bool, int64, uint64, int, int32, int16, int8, uint, uint32, uint16, uint8:
+		return appendBoolOrInt(b, x)
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return appendNonFinite(b, x)

@@ -48,28 +48,8 @@ func (e *encoder) value(v any, depth int) error {
 		return e.str(x)
 	case []byte:
 		return e.bytesStr(x)
-	case bool:
-		e.buf = strconv.AppendBool(e.buf, x)
-	case int64:
-		e.buf = strconv.AppendInt(e.buf, x, 10)
-	case uint64:
-		e.buf = strconv.AppendUint(e.buf, x, 10)
-	case int:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
-	case int32:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
-	case int16:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
-	case int8:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
-	case uint:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
-	case uint32:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
-	case uint16:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
-	case uint8:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case bool, int64, uint64, int, int32, int16, int8, uint, uint32, uint16, uint8:
+		e.buf = appendBoolOrInt(e.buf, x)
 	case float64:
 		e.float(x, 64)
 	case float32:
@@ -103,6 +83,36 @@ func (e *encoder) value(v any, depth int) error {
 		return ErrTooLarge
 	}
 	return nil
+}
+
+// appendBoolOrInt appends a boolean or an integer of any width as JSON writes it (and the
+// readable format shows it); any other value appends nothing.
+func appendBoolOrInt(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case uint64:
+		return strconv.AppendUint(b, x, 10)
+	case int:
+		return strconv.AppendInt(b, int64(x), 10)
+	case int32:
+		return strconv.AppendInt(b, int64(x), 10)
+	case int16:
+		return strconv.AppendInt(b, int64(x), 10)
+	case int8:
+		return strconv.AppendInt(b, int64(x), 10)
+	case uint:
+		return strconv.AppendUint(b, uint64(x), 10)
+	case uint32:
+		return strconv.AppendUint(b, uint64(x), 10)
+	case uint16:
+		return strconv.AppendUint(b, uint64(x), 10)
+	case uint8:
+		return strconv.AppendUint(b, uint64(x), 10)
+	}
+	return b
 }
 
 // fallback converts a value of any other type into one value understands: errors and
