@@ -458,16 +458,7 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 		// Usually a connection the server closed while idle.
 		return tx{stale: true, err: replyError(StepMAIL, addr, mailReply.err)}
 	}
-	for _, rcpt := range msg.To {
-		if mailReply.ok() {
-			t, _ = t.rcpt(rcpt, s.readReply())
-		} else {
-			_ = s.readReply()
-		}
-		if s.broken && t.err != nil {
-			break
-		}
-	}
+	t = s.readRcpts(t, mailReply, msg.To, false)
 	if s.broken && !mailReply.ok() {
 		return tx{stale: mailReply.code == 421, err: replyError(StepMAIL, addr, mailReply.asError())}
 	}
@@ -514,6 +505,28 @@ func writeChunkedRest(w *bufio.Writer, msg *Message, crlf bool) {
 	}
 }
 
+// readRcpts reads the pipelined RCPT replies of one transaction into t (only counted when MAIL
+// was accepted), stopping at a reply that broke the connection. bodySent: the message went
+// out with its commands (BDAT), so a connection lost before an RCPT reply may have left it
+// stored: the transaction is then ambiguous.
+func (s *session) readRcpts(t tx, mailReply reply, to []string, bodySent bool) tx {
+	for _, rcpt := range to {
+		if !mailReply.ok() {
+			_ = s.readReply()
+		} else {
+			r := s.readReply()
+			t, _ = t.rcpt(rcpt, r)
+			if r.err != nil && bodySent {
+				t.ambiguous = true
+			}
+		}
+		if s.broken && t.err != nil {
+			break
+		}
+	}
+	return t
+}
+
 // readChunked reads the replies to one pipelined BDAT transaction: the RSET before it when
 // rset is true, MAIL, each RCPT and BDAT LAST. The message went out with the commands, so a
 // connection lost before the last reply leaves its fate unknown (ambiguous).
@@ -538,22 +551,7 @@ func (s *session) readChunked(msg *Message, rset bool) (t tx) {
 		// a server that stored it and then lost the connection cannot be ruled out.
 		return tx{stale: true, ambiguous: true, err: replyError(StepMAIL, addr, mailReply.err)}
 	}
-	for _, rcpt := range msg.To {
-		if mailReply.ok() {
-			r := s.readReply()
-			t, _ = t.rcpt(rcpt, r)
-			if r.err != nil {
-				// The message went out with its commands: the server may have it although
-				// its replies were lost with the connection.
-				t.ambiguous = true
-			}
-		} else {
-			_ = s.readReply()
-		}
-		if s.broken && t.err != nil {
-			break
-		}
-	}
+	t = s.readRcpts(t, mailReply, msg.To, true)
 	if s.broken && !mailReply.ok() {
 		return tx{stale: mailReply.code == 421, err: replyError(StepMAIL, addr, mailReply.asError())}
 	}
