@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/oauthtest"
 )
 
 // coreKeys are keys Fluent Bit core consumes for every output (4.2 and 5.x): a Go plugin

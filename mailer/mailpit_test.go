@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/smtpout/smtpout/config"
-	"github.com/smtpout/smtpout/internal/mailpit"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/mailpit"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // mailpitConfig is a Config for srv that trusts cert's CA.

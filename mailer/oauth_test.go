@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/smtpout/smtpout/config"
-	"github.com/smtpout/smtpout/internal/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/oauthtest"
 )
 
 const oauthUser = "alerts@corp.example"

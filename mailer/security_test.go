@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // Credentials of the security tests; neither may ever reach a server before TLS.

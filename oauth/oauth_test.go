@@ -17,7 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/smtpout/smtpout/config"
-	"github.com/smtpout/smtpout/internal/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/oauthtest"
 )
 
 // clock is a settable time source.

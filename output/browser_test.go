@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smtpout/smtpout/internal/chromium"
+	"github.com/smtpout/smtpout/testsupport/chromium"
 )
 
 // TestReadableInBrowser renders records in the readable format, loads each HTML part in a real

@@ -10,7 +10,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // The fault matrix of faults_test.go through a real Fluent Bit (FLUENT_BIT=/path/to/fluent-bit;

@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // The fault matrix of issue 6, through the C host: each scenario sends a known set of records

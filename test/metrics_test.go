@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/mailpit"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/mailpit"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // metricNames are the counters every instance creates, without the fluentbit_smtp_ prefix.

@@ -11,7 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/oauthtest"
 )
 
 // OAuth 2.0 end to end (issue 12): the plugin, loaded by the C host or by a real Fluent Bit,

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/net/html/atom"
 
 	"github.com/smtpout/smtpout/chunk"
-	"github.com/smtpout/smtpout/internal/chromium"
+	"github.com/smtpout/smtpout/testsupport/chromium"
 	"github.com/smtpout/smtpout/output"
 )
 

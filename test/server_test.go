@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpout/smtpout/internal/mailpit"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/mailpit"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // server is the SMTP server the scenarios deliver to: mailpit with implicit TLS and a

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/internal/mailpit"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/mailpit"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smtpout/smtpout/internal/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/oauthtest"
 )
 
 // oauthConf is an output for srv authenticating with the endpoint's client certificate (or,

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // outputConf returns a classic configuration with one smtp output; extra lines are appended.

@@ -27,7 +27,7 @@ import (
 
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
 )

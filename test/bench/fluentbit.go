@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/pipeline"
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // quietLogger drops every line (the benchmark checks the return codes instead).

@@ -25,7 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
 )
 

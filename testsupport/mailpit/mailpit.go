@@ -44,7 +44,7 @@ const (
 type Options struct {
 	// TLS selects the SMTP TLS mode; STARTTLS and ImplicitTLS need CertFile and KeyFile.
 	TLS TLSMode
-	// CertFile and KeyFile are PEM files for the SMTP server (see internal/testcert).
+	// CertFile and KeyFile are PEM files for the SMTP server (see testsupport/testcert).
 	CertFile, KeyFile string
 	// Auth maps user names to passwords; when non-empty mailpit requires AUTH.
 	Auth map[string]string

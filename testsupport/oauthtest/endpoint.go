@@ -1,5 +1,5 @@
 // Package oauthtest holds the OAuth 2.0 parts tests run against: an in-process token endpoint
-// (HTTPS, a certificate from internal/testcert) that checks every grant smtpout uses for real
+// (HTTPS, a certificate from testsupport/testcert) that checks every grant smtpout uses for real
 // and issues short-lived tokens, and an in-process SMTP server (emersion/go-smtp) offering
 // XOAUTH2 and OAUTHBEARER that accepts only live tokens that endpoint issued.
 package oauthtest
@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpout/smtpout/internal/testcert"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // Grants as the endpoint counts them.

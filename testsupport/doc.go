@@ -1,0 +1,4 @@
+// Package testsupport is not shipped: its sub-packages (chromium, mailpit, oauthtest,
+// testcert) start the real servers and browser the tests run against. Nothing outside
+// *_test.go files, test/ and test/bench may import them.
+package testsupport
