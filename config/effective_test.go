@@ -9,63 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-const (
-	effectivePassword  = "pw-Never-Log-Me-1"
-	effectiveSecretKey = "sk-Never-Log-Me-0123456789"
-)
-
-var effectiveKeys = MapGetter{
-	"dest_host":  "127.0.0.1:2525",
-	"dest_email": "SOC <soc@example.com>, oncall@example.com",
-	"cc_email":   "boss@example.com",
-	"bcc_email":  "audit@example.com",
-	"from_email": "Fluent Bit <fb@example.com>",
-	"username":   "fb",
-	"password":   effectivePassword,
-	"secret_key": effectiveSecretKey,
-	"subject":    "Alert $TAG",
-}
-
-// TestEffectiveOfParse: the effective configuration of a parsed configuration names every
-// setting and no secret (moved from internal/pipeline with the function).
-func TestEffectiveOfParse(t *testing.T) {
-	cfg, err := Parse(effectiveKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := cfg.Effective()
-	for _, want := range []string{
-		"dest_host=127.0.0.1:2525",
-		"tls=implicit",
-		"tls_verify=true",
-		`from_email="\"Fluent Bit\" <fb@example.com>"`,
-		`dest_email="\"SOC\" <soc@example.com>, <oncall@example.com>"`,
-		`cc_email="<boss@example.com>"`,
-		`bcc_email="<audit@example.com>"`,
-		"auth=plain",
-		"username=fb",
-		"password=[redacted]",
-		"secret_key=[redacted]",
-		`subject="Alert $TAG"`,
-		"max_connections=",
-		"pipelining=true",
-		"chunking=true",
-		`dead_letter_dir=""`,
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("Effective() = %s\nlacks %s", got, want)
-		}
-	}
-	if strings.Contains(got, effectivePassword) || strings.Contains(got, effectiveSecretKey) {
-		t.Errorf("Effective() shows a secret: %s", got)
-	}
-	cfg.Password = ""
-	cfg.Username = ""
-	if got := cfg.Effective(); !strings.Contains(got, "auth=none") || !strings.Contains(got, "password=(unset)") {
-		t.Errorf("Effective() without credentials = %s", got)
-	}
-}
-
 // TestEffective gives the whole effective configuration for each token source and with every
 // optional key set: the line the plugin logs at start-up and smtpout check prints.
 func TestEffective(t *testing.T) {

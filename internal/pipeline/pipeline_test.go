@@ -572,6 +572,44 @@ func TestOpen(t *testing.T) {
 	}
 }
 
+func TestEffectiveConfig(t *testing.T) {
+	cfg, err := config.Parse(goodKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Effective()
+	for _, want := range []string{
+		"dest_host=127.0.0.1:2525",
+		"tls=implicit",
+		"tls_verify=true",
+		`from_email="\"Fluent Bit\" <fb@example.com>"`,
+		`dest_email="\"SOC\" <soc@example.com>, <oncall@example.com>"`,
+		`cc_email="<boss@example.com>"`,
+		`bcc_email="<audit@example.com>"`,
+		"auth=plain",
+		"username=fb",
+		"password=[redacted]",
+		"secret_key=[redacted]",
+		`subject="Alert $TAG"`,
+		"max_connections=",
+		"pipelining=true",
+		"chunking=true",
+		`dead_letter_dir=""`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Effective() = %s\nlacks %s", got, want)
+		}
+	}
+	if strings.Contains(got, password) || strings.Contains(got, secretKey) {
+		t.Errorf("Effective() shows a secret: %s", got)
+	}
+	cfg.Password = ""
+	cfg.Username = ""
+	if got := cfg.Effective(); !strings.Contains(got, "auth=none") || !strings.Contains(got, "password=(unset)") {
+		t.Errorf("Effective() without credentials = %s", got)
+	}
+}
+
 func TestStderrLoggerFormat(t *testing.T) {
 	var b strings.Builder
 	l := &StderrLogger{W: &b, Name: "smtp.3", Max: LevelInfo, Now: func() time.Time {
