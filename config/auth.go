@@ -2,8 +2,8 @@ package config
 
 // This file holds the authentication keys: auth_mechanism, the OAuth 2.0 token sources
 // (auth_*), and the secrets read from files (password_file, secret_key_file,
-// auth_client_secret_file). Parse calls (*parser).auth once; Keys and SecretKeys get these
-// keys in init, so the core lists in parse.go stay as they were.
+// auth_client_secret_file). Parse calls (*parser).auth once; the keys themselves are rows of
+// the key table (keys.go).
 
 import (
 	"crypto/rsa"
@@ -18,21 +18,6 @@ import (
 	"os"
 	"strings"
 )
-
-// AuthKeys are the keys of authentication (besides username, password and is_authlogin),
-// in the order Parse reads them. None starts with "oauth2", "net." or "tls.": Fluent Bit 5.x
-// takes such keys for itself.
-var AuthKeys = []string{
-	"auth_mechanism", "password_file", "secret_key_file",
-	"auth_token_url", "auth_client_id", "auth_client_secret", "auth_client_secret_file",
-	"auth_client_key_file", "auth_client_cert_file", "auth_client_assertion_file",
-	"auth_client_auth", "auth_scope", "auth_service_account_file", "auth_token_file",
-}
-
-func init() {
-	Keys = append(Keys, AuthKeys...)
-	SecretKeys["auth_client_secret"] = true
-}
 
 // The values of auth_mechanism.
 const (

@@ -40,7 +40,9 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Reveal returns the secret value itself.
 func (s Secret) Reveal() string { return string(s) }
 
-// Default values of optional keys.
+// Default values of optional keys. Parse applies them and the key table (keys.go) shows them,
+// so changing one here is the whole change in code; TestKeyTableMatchesREADME then asks for
+// the README's row.
 const (
 	DefaultPortTLS        = 465
 	DefaultPortSTARTTLS   = 587

@@ -570,18 +570,3 @@ func selfSignedPEM(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
-
-// TestEveryKeyIsInTheREADME: every key the plugin reads is documented in the README's key
-// tables (a row starting with the key in backquotes).
-func TestEveryKeyIsInTheREADME(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(b)
-	for _, k := range Keys {
-		if !strings.Contains(readme, "| `"+k+"` |") && !strings.Contains(readme, "| `"+k+"`, ") && !strings.Contains(readme, ", `"+k+"` |") {
-			t.Errorf("key %s has no row in README.md's key tables", k)
-		}
-	}
-}

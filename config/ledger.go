@@ -1,7 +1,8 @@
 package config
 
 // The durable delivery ledger (ledger_dir, issue 15) and the flush time budget
-// (flush_timeout): their keys, defaults and parsing, kept apart from the rest of Parse.
+// (flush_timeout): their defaults and parsing, kept apart from the rest of Parse (their keys
+// are rows of the key table, keys.go).
 
 import (
 	"os"
@@ -28,11 +29,6 @@ const (
 	MaxLedgerEntries = 50_000_000
 )
 
-// ledgerKeys are the keys of this file, read after the others.
-var ledgerKeys = []string{"ledger_dir", "ledger_max_entries", "ledger_max_age", "flush_timeout"}
-
-func init() { Keys = append(Keys, ledgerKeys...) }
-
 // Durability is the part of Config set by the ledger and flush-budget keys.
 type Durability struct {
 	// LedgerDir is where the instance keeps its delivery ledger on disk (ledger_dir); ""
@@ -46,7 +42,7 @@ type Durability struct {
 	FlushTimeout time.Duration
 }
 
-// parseDurability reads ledgerKeys into c.
+// parseDurability reads the ledger and flush-budget keys into c.
 func (p *parser) parseDurability(c *Durability) {
 	c.LedgerDir = p.value("ledger_dir")
 	if c.LedgerDir != "" {

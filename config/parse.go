@@ -13,20 +13,6 @@ import (
 	"unicode"
 )
 
-// Keys lists every key Parse reads, in the order it reads them. None of them is a key Fluent
-// Bit core consumes for itself (host, port, tls, tls.*, workers, retry_limit, ...).
-var Keys = []string{
-	"dest_host", "dest_email", "cc_email", "bcc_email", "from_email",
-	"username", "password", "secret_key",
-	"is_readable", "is_starttls", "is_authlogin", "subject",
-	"tls_verify", "tls_ca_file", "tls_server_name", "timeout", "helo_name", "json_date_key",
-	"max_connections", "pipelining", "chunking", "pipeline_depth",
-	"dead_letter_dir", "dead_letter_max_size", "max_emails_per_minute",
-}
-
-// SecretKeys are the keys whose values are never printed, in errors or logs.
-var SecretKeys = map[string]bool{"password": true, "secret_key": true}
-
 // KeyError is one problem with one configuration key.
 type KeyError struct {
 	Key    string

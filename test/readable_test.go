@@ -12,8 +12,8 @@ import (
 	"golang.org/x/net/html/atom"
 
 	"github.com/smtpout/smtpout/chunk"
-	"github.com/smtpout/smtpout/testsupport/chromium"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/chromium"
 )
 
 // lcRecord is a small LimaCharlie-style detection: nested detect.event and detect.routing, a

@@ -181,7 +181,7 @@ func checkOutput(w io.Writer, o fbconf.Output) (ok bool, warnings int) {
 		fmt.Fprintf(w, "FAILED %s: %v\n", o.Label(), err)
 		return false, warnings
 	}
-	fmt.Fprintf(w, "OK %s: %s\n", o.Label(), pipeline.EffectiveConfig(cfg))
+	fmt.Fprintf(w, "OK %s: %s\n", o.Label(), cfg.Effective())
 	return true, warnings
 }
 

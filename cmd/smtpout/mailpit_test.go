@@ -9,9 +9,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpout/smtpout/output"
 	"github.com/smtpout/smtpout/testsupport/mailpit"
 	"github.com/smtpout/smtpout/testsupport/testcert"
-	"github.com/smtpout/smtpout/output"
 )
 
 // TestMailpit runs probe and send against a real mail server (mailpit) with STARTTLS and

@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 func TestSendDryRun(t *testing.T) {

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,7 +220,7 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	if useDisk && !in.openDurable(cfg, opt.Now) {
 		return nil
 	}
-	log.Log(LevelInfo, "started: "+EffectiveConfig(cfg))
+	log.Log(LevelInfo, "started: "+cfg.Effective())
 	for _, w := range cfg.Warnings {
 		log.Log(LevelWarn, w)
 	}
@@ -247,124 +245,6 @@ func splitErrors(err error) []error {
 	}
 	walk(err)
 	return out
-}
-
-// EffectiveConfig describes cfg on one line, key=value, with the values of password and
-// secret_key replaced by [redacted].
-func EffectiveConfig(cfg config.Config) string {
-	var b strings.Builder
-	kv := func(k, v string) {
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		if v == "" || strings.ContainsAny(v, " \t\"=,<>") {
-			fmt.Fprintf(&b, "%q", v)
-		} else {
-			b.WriteString(v)
-		}
-	}
-	mode := "implicit"
-	if cfg.StartTLS {
-		mode = "starttls"
-	}
-	auth := "none"
-	switch {
-	case cfg.OAuth():
-		auth = cfg.AuthMechanism
-	case cfg.Username != "" && cfg.AuthLogin:
-		auth = "login"
-	case cfg.Username != "":
-		auth = "plain"
-	}
-	kv("dest_host", cfg.Address())
-	kv("tls", mode)
-	kv("tls_verify", fmt.Sprint(cfg.TLSVerify))
-	kv("tls_server_name", cfg.TLSServerName)
-	kv("tls_ca_file", cfg.TLSCAFile)
-	kv("from_email", cfg.From.String())
-	kv("dest_email", addressList(cfg.To))
-	kv("cc_email", addressList(cfg.Cc))
-	kv("bcc_email", addressList(cfg.Bcc))
-	kv("auth", auth)
-	kv("username", cfg.Username)
-	if cfg.OAuth() {
-		effectiveAuth(kv, cfg.Auth)
-	} else {
-		kv("password", redacted(cfg.Password))
-	}
-	kv("secret_key", redacted(cfg.SecretKey))
-	kv("is_readable", fmt.Sprint(cfg.Readable))
-	kv("subject", cfg.Subject.Raw)
-	kv("timeout", cfg.Timeout.String())
-	kv("helo_name", cfg.HeloName)
-	kv("json_date_key", cfg.JSONDateKey)
-	kv("max_connections", fmt.Sprint(cfg.MaxConnections))
-	kv("max_emails_per_minute", fmt.Sprint(cfg.MaxEmailsPerMinute))
-	kv("pipelining", fmt.Sprint(!cfg.DisablePipelining))
-	kv("chunking", fmt.Sprint(!cfg.DisableChunking))
-	kv("pipeline_depth", fmt.Sprint(cfg.PipelineDepth))
-	kv("dead_letter_dir", cfg.DeadLetterDir)
-	if cfg.DeadLetterDir != "" {
-		kv("dead_letter_max_size", fmt.Sprint(cfg.DeadLetterMaxSize))
-	}
-	kv("flush_timeout", cfg.FlushTimeout.String())
-	kv("ledger_dir", cfg.LedgerDir)
-	if cfg.LedgerDir != "" {
-		kv("ledger_max_entries", fmt.Sprint(cfg.LedgerMaxEntries))
-		kv("ledger_max_age", cfg.LedgerMaxAge.String())
-	}
-	return b.String()
-}
-
-// effectiveAuth describes the token source: where tokens come from, never a secret.
-func effectiveAuth(kv func(k, v string), a config.Auth) {
-	kv("auth_source", a.Source)
-	switch a.Source {
-	case config.SourceTokenFile:
-		kv("auth_token_file", a.TokenFile)
-		return
-	case config.SourceServiceAccount:
-		kv("auth_service_account_file", a.ServiceAccountFile)
-		kv("service_account", a.ClientID)
-		kv("auth_token_url", a.TokenURL)
-		kv("auth_scope", strings.Join(a.Scopes, " "))
-		return
-	}
-	kv("auth_token_url", a.TokenURL)
-	kv("auth_client_id", a.ClientID)
-	kv("auth_scope", strings.Join(a.Scopes, " "))
-	switch a.Source {
-	case config.SourceClientSecret:
-		kv("auth_client_secret", redacted(a.ClientSecret))
-		if a.ClientAuthBasic {
-			kv("auth_client_auth", "basic")
-		} else {
-			kv("auth_client_auth", "post")
-		}
-	case config.SourceClientCert:
-		kv("auth_client_cert_file", a.ClientCertFile)
-		kv("auth_client_key_file", a.ClientKeyFile)
-	case config.SourceClientAssertion:
-		kv("auth_client_assertion_file", a.ClientAssertionFile)
-	}
-}
-
-// redacted shows whether a secret is set, never its value.
-func redacted(s config.Secret) string {
-	if s == "" {
-		return "(unset)"
-	}
-	return "[redacted]"
-}
-
-func addressList(as []mail.Address) string {
-	parts := make([]string, len(as))
-	for i, a := range as {
-		parts[i] = a.String()
-	}
-	return strings.Join(parts, ", ")
 }
 
 // Total returns the counts of every flush so far.

@@ -577,7 +577,7 @@ func TestEffectiveConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := EffectiveConfig(cfg)
+	got := cfg.Effective()
 	for _, want := range []string{
 		"dest_host=127.0.0.1:2525",
 		"tls=implicit",
@@ -597,16 +597,16 @@ func TestEffectiveConfig(t *testing.T) {
 		`dead_letter_dir=""`,
 	} {
 		if !strings.Contains(got, want) {
-			t.Errorf("EffectiveConfig() = %s\nlacks %s", got, want)
+			t.Errorf("Effective() = %s\nlacks %s", got, want)
 		}
 	}
 	if strings.Contains(got, password) || strings.Contains(got, secretKey) {
-		t.Errorf("EffectiveConfig() shows a secret: %s", got)
+		t.Errorf("Effective() shows a secret: %s", got)
 	}
 	cfg.Password = ""
 	cfg.Username = ""
-	if got := EffectiveConfig(cfg); !strings.Contains(got, "auth=none") || !strings.Contains(got, "password=(unset)") {
-		t.Errorf("EffectiveConfig() without credentials = %s", got)
+	if got := cfg.Effective(); !strings.Contains(got, "auth=none") || !strings.Contains(got, "password=(unset)") {
+		t.Errorf("Effective() without credentials = %s", got)
 	}
 }
 

@@ -27,9 +27,9 @@ import (
 
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
-	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // securityConfig has To (with a display name), Cc and Bcc, and a subject that uses every

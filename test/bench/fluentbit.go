@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // The real-host mode (-fluent-bit PATH): a real Fluent Bit tails a file of JSON lines (json

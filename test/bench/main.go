@@ -25,8 +25,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // options are the command-line flags.
