@@ -274,17 +274,19 @@ func TestLoadYAMLSyntaxError(t *testing.T) {
 func TestUnknownKeys(t *testing.T) {
 	known := []string{"dest_host", "dest_email", "cc_email", "bcc_email", "from_email", "secret_key", "is_starttls", "tls_verify"}
 	o := Output{KeyPos: map[string]Pos{
-		"name":                     {File: "f.conf", Line: 2},
-		"dest_emails":              {File: "f.conf", Line: 3},
-		"secretkey":                {File: "f.conf", Line: 4},
-		"is_startls":               {File: "f.conf", Line: 5},
-		"tls.verify":               {File: "f.conf", Line: 6},
-		"net.keepalive":            {File: "f.conf", Line: 7},
-		"storage.total_limit_size": {File: "f.conf", Line: 8},
-		"workers":                  {File: "f.conf", Line: 9},
-		"colour":                   {File: "f.conf", Line: 10},
-		"dest_host":                {File: "f.conf", Line: 11},
-		"macth":                    {File: "f.conf", Line: 12},
+		"name":                              {File: "f.conf", Line: 2},
+		"dest_emails":                       {File: "f.conf", Line: 3},
+		"secretkey":                         {File: "f.conf", Line: 4},
+		"is_startls":                        {File: "f.conf", Line: 5},
+		"tls.verify":                        {File: "f.conf", Line: 6},
+		"net.keepalive":                     {File: "f.conf", Line: 7},
+		"storage.total_limit_size":          {File: "f.conf", Line: 8},
+		"workers":                           {File: "f.conf", Line: 9},
+		"colour":                            {File: "f.conf", Line: 10},
+		"dest_host":                         {File: "f.conf", Line: 11},
+		"macth":                             {File: "f.conf", Line: 12},
+		"storage.pause_on_chunks_overlimit": {File: "f.conf", Line: 13},
+		"oauth2_client_id":                  {File: "f.conf", Line: 14},
 	}}
 	var got []string
 	for _, w := range o.UnknownKeys(known) {
@@ -296,6 +298,7 @@ func TestUnknownKeys(t *testing.T) {
 		`f.conf:5: unknown key "is_startls": the plugin ignores it (did you mean "is_starttls"?)`,
 		`f.conf:10: unknown key "colour": the plugin ignores it`,
 		`f.conf:12: unknown key "macth": the plugin ignores it (did you mean "match"?)`,
+		`f.conf:14: key "oauth2_client_id" starts with "oauth2": Fluent Bit 5.x keeps such keys for its own OAuth 2.0 client and refuses to start on one it does not know; the plugin's OAuth keys start with auth_`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("UnknownKeys (-want +got):\n%s", diff)

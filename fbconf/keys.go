@@ -12,11 +12,17 @@ import (
 var CoreOutputKeys = []string{
 	"name", "match", "match_regex", "alias", "log_level", "log_suppress_interval",
 	"retry_limit", "workers", "host", "port", "ipv6", "keepalive", "keepalive_timeout",
-	"tls", "storage.total_limit_size", "processors",
+	"tls", "processors",
 }
 
-// CoreOutputPrefixes are prefixes of core key families: tls.verify, tls.ca_file, net.* ...
-var CoreOutputPrefixes = []string{"tls.", "net."}
+// CoreOutputPrefixes are prefixes of core key families: tls.verify, tls.ca_file, net.*,
+// storage.* ...
+var CoreOutputPrefixes = []string{"tls.", "net.", "storage."}
+
+// fluentBit5Prefix starts every key that Fluent Bit 5.x keeps for its own OAuth 2.0 client
+// (oauth2.enable, oauth2_x ... case-insensitive): such a key never reaches a Go plugin, and
+// one that 5.x does not know stops it at start-up. 4.2 passes it on like any other key.
+const fluentBit5Prefix = "oauth2"
 
 // isCore reports whether key is taken by Fluent Bit core.
 func isCore(key string) bool {
@@ -54,6 +60,10 @@ func (o Output) UnknownKeys(known []string) []Warning {
 	var out []Warning
 	for _, k := range keys {
 		if isCore(k) || contains(known, k) {
+			continue
+		}
+		if strings.HasPrefix(strings.ToLower(k), fluentBit5Prefix) {
+			out = append(out, Warning{Pos: o.KeyPos[k], Msg: fmt.Sprintf("key %q starts with %q: Fluent Bit 5.x keeps such keys for its own OAuth 2.0 client and refuses to start on one it does not know; the plugin's OAuth keys start with auth_", k, fluentBit5Prefix)})
 			continue
 		}
 		msg := fmt.Sprintf("unknown key %q: the plugin ignores it", k)
