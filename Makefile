@@ -80,7 +80,7 @@ bench: smtpout.so
 # fsyncs each message) and the in-process sink (the best case), also with pipeline_depth
 # BENCH_FB_DEPTHS where the server offers CHUNKING; then a null output and go-mail with
 # connection reuse against each server; BENCH_FB_REPEAT interleaved rounds, medians (about
-# 4 minutes per version on a quiet machine).
+# 5 minutes per version under a load average of 5-15).
 BENCH_FB_RECORDS    ?= 10000
 BENCH_FB_REPEAT     ?= 3
 BENCH_FB_DEPTHS     ?= 1,16
