@@ -51,8 +51,11 @@ const (
 	DefaultJSONDateKey    = "date"
 	DefaultMaxConnections = 4
 	// DefaultPipelineDepth is how many emails one connection sends back to back before it
-	// reads their replies, with PIPELINING and CHUNKING (pipeline_depth).
-	DefaultPipelineDepth = 16
+	// reads their replies, with PIPELINING and CHUNKING (pipeline_depth). 1: a SIGKILL repeats
+	// at most max_connections emails; against servers that store each message before they
+	// reply, depth 16 saved at most a fifth of the CPU per email and no reliable throughput
+	// (issue 22, README Performance).
+	DefaultPipelineDepth = 1
 	// DefaultDeadLetterMaxSize bounds dead_letter_dir when dead_letter_max_size is unset.
 	DefaultDeadLetterMaxSize = 100 << 20
 	// MinSecretKeyLen is the length below which secret_key draws a start-up warning.

@@ -11,6 +11,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpout/smtpout/config"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // verbs returns each command's verb (the part before the first ':' or ' '), dropping the
@@ -37,6 +40,15 @@ func subjects(msgs []string) []string {
 		}
 	}
 	return out
+}
+
+// groupConfig is testConfig (implicit TLS) with pipeline_depth 16, so a Send of several
+// messages makes a group whatever the default is.
+func groupConfig(t testing.TB, addr string, cert *testcert.Cert) config.Config {
+	t.Helper()
+	cfg := testConfig(t, addr, cert, false)
+	cfg.PipelineDepth = 16
+	return cfg
 }
 
 // TestPipelinedGroup: on a connection that pipelines BDAT, a Send of several messages goes
@@ -138,7 +150,7 @@ func TestPipelinedGroup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startScripted(t, "PIPELINING CHUNKING", func(line string, _ int) string { return tc.reply[line] })
-			m := newMailer(t, testConfig(t, s.addr, s.cert, false))
+			m := newMailer(t, groupConfig(t, s.addr, s.cert))
 			mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
 			skip := len(s.Cmds())
 			rs := m.Send(context.Background(), tc.msgs)
@@ -192,7 +204,7 @@ func TestPipelinedGroupConnectionLost(t *testing.T) {
 		}
 		return nil
 	}}, false, nil)
-	m := newMailer(t, testConfig(t, srv.addr, srv.cert, false))
+	m := newMailer(t, groupConfig(t, srv.addr, srv.cert))
 	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
 	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
 	if diff := cmp.Diff([]Outcome{Delivered, Retry, Delivered, Delivered}, outcomes(rs)); diff != "" {
@@ -232,7 +244,7 @@ func TestPipelinedGroupStalledServer(t *testing.T) {
 		return nil
 	}}, false, nil)
 	t.Cleanup(func() { releaseStalled(t, block, srv) }) // runs before the server's Close
-	cfg := testConfig(t, srv.addr, srv.cert, false)
+	cfg := groupConfig(t, srv.addr, srv.cert)
 	cfg.Timeout = 300 * time.Millisecond
 	m := newMailer(t, cfg)
 	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))

@@ -20,11 +20,6 @@ import (
 // a chunk and started again on the same storage.path and ledger_dir, counted at the server by
 // record number and Message-ID.
 
-// restartMaxConnections is max_connections in these scenarios: a SIGKILL may repeat at most
-// this many emails per pipeline_depth (those whose reply was on its way when the process
-// died).
-const restartMaxConnections = 4
-
 // restartRig is one Fluent Bit configuration with filesystem storage and a ledger, started
 // and stopped many times over the same directories and log file.
 type restartRig struct {
@@ -40,7 +35,8 @@ type restartRig struct {
 }
 
 // newRestartRig writes the configuration: one forward input on a Unix socket with
-// storage.type filesystem, and one smtp output with keys plus ledger_dir.
+// storage.type filesystem, and one smtp output with keys plus ledger_dir (every other key at
+// its default: max_connections and pipeline_depth decide how many emails a SIGKILL repeats).
 func newRestartRig(t *testing.T, keys map[string]string, service string) *restartRig {
 	t.Helper()
 	return newRestartRigLedger(t, keys, service, "")
@@ -67,7 +63,7 @@ func newRestartRigLedger(t *testing.T, keys map[string]string, service, ledgerDi
 	fmt.Fprintf(&b, "    storage.path %s\n    storage.sync normal\n    scheduler.base 1\n    scheduler.cap 2\n%s\n", filepath.Join(dir, "storage"), service)
 	fmt.Fprintf(&b, "[INPUT]\n    Name forward\n    Unix_Path %s\n    Unix_Perm 0600\n    storage.type filesystem\n\n", r.sock)
 	fmt.Fprintf(&b, "[OUTPUT]\n    Name smtp\n    Match *\n    Workers 2\n    Retry_Limit no_limits\n")
-	fmt.Fprintf(&b, "    max_connections %d\n    ledger_dir %s\n", restartMaxConnections, ledgerDir)
+	fmt.Fprintf(&b, "    ledger_dir %s\n", ledgerDir)
 	names := make([]string, 0, len(keys))
 	for k := range keys {
 		names = append(names, k)
@@ -216,14 +212,26 @@ func checkSignatures(t *testing.T, fs *faultServer) {
 // TestFluentBitKilledMidChunkRepeatsAtMostInFlight: 2,000 records in one chunk, Fluent Bit
 // killed with SIGKILL after about 500 arrived, then started again: every record arrives, and
 // only the emails in flight at the kill arrive twice: at most max_connections ×
-// pipeline_depth, so max_connections with pipeline_depth 1.
+// pipeline_depth, the bound README's Restarts section gives. First with the default
+// configuration (neither key set: the bound derived from the defaults), then with
+// pipeline_depth 1 when that is not the default.
 func TestFluentBitKilledMidChunkRepeatsAtMostInFlight(t *testing.T) {
 	fluentBit(t)
-	for _, depth := range []int{config.DefaultPipelineDepth, 1} {
-		t.Run(fmt.Sprintf("pipeline_depth=%d", depth), func(t *testing.T) {
+	depths := []int{0}
+	if config.DefaultPipelineDepth != 1 {
+		depths = append(depths, 1)
+	}
+	for _, setDepth := range depths {
+		name, depth := "defaults", config.DefaultPipelineDepth
+		if setDepth > 0 {
+			name, depth = fmt.Sprintf("pipeline_depth=%d", setDepth), setDepth
+		}
+		t.Run(name, func(t *testing.T) {
 			fs := startFaultServer(t, faultOptions{delay: 2 * time.Millisecond})
 			keys := faultKeys(fs, "soc@example.com")
-			keys["pipeline_depth"] = fmt.Sprint(depth)
+			if setDepth > 0 {
+				keys["pipeline_depth"] = fmt.Sprint(setDepth)
+			}
 			r := newRestartRig(t, keys, "")
 			const total = 2000
 			r.start()
@@ -239,11 +247,11 @@ func TestFluentBitKilledMidChunkRepeatsAtMostInFlight(t *testing.T) {
 			r.term()
 			c := countDelivery(fs, span(0, total))
 			t.Logf("%s: %d stored before the kill, %d after the restart; lost=%d duplicates=%d (max_connections %d, pipeline_depth %d)",
-				filepath.Base(filepath.Dir(r.bin)), before.Stored, c.Stored-before.Stored, len(c.Lost), c.Duplicates, restartMaxConnections, depth)
+				filepath.Base(filepath.Dir(r.bin)), before.Stored, c.Stored-before.Stored, len(c.Lost), c.Duplicates, config.DefaultMaxConnections, depth)
 			if len(c.Lost) > 0 {
 				t.Errorf("%d records lost: %v", len(c.Lost), head(c.Lost, 20))
 			}
-			if limit := restartMaxConnections * depth; c.Duplicates > limit {
+			if limit := config.DefaultMaxConnections * depth; c.Duplicates > limit {
 				t.Errorf("%d duplicates after a SIGKILL, want at most max_connections × pipeline_depth = %d", c.Duplicates, limit)
 			}
 			if n := len(linesWith(r.log(), "[output:smtp:smtp.0] ledger:", "settled Message-ID(s)")); n != 2 {
@@ -357,12 +365,12 @@ func TestSoakRestarts(t *testing.T) {
 		seen[m.MessageID] = true
 	}
 	fmt.Printf("soak-restarts %s: %d cycles of %d records, SIGKILL each: records=%d stored=%d lost=%d duplicates=%d (per kill: %v; max_connections %d)\n",
-		filepath.Base(filepath.Dir(r.bin)), cycles, per, cycles*per, c.Stored, len(c.Lost), c.Duplicates, perCycle, restartMaxConnections)
+		filepath.Base(filepath.Dir(r.bin)), cycles, per, cycles*per, c.Stored, len(c.Lost), c.Duplicates, perCycle, config.DefaultMaxConnections)
 	if len(c.Lost) > 0 {
 		t.Errorf("lost=%d: %v", len(c.Lost), head(c.Lost, 20))
 	}
-	if c.Duplicates > cycles*restartMaxConnections {
-		t.Errorf("%d duplicates in %d kills, want at most %d each", c.Duplicates, cycles, restartMaxConnections)
+	if c.Duplicates > cycles*config.DefaultMaxConnections {
+		t.Errorf("%d duplicates in %d kills, want at most %d each", c.Duplicates, cycles, config.DefaultMaxConnections)
 	}
 	checkSignatures(t, fs)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -33,6 +34,11 @@ type baselineArgs struct {
 	User, Pass  string
 	Secret      string
 	From, To    string
+	// Reuse: each sender dials once and sends every email on that connection (go-mail's
+	// Send, with its NOOP and RSET per message), instead of DialAndSend per email.
+	Reuse bool
+	// NoAuth: send without AUTH (a server that offers none).
+	NoAuth bool
 }
 
 // baselineReport is what the baseline process prints on its standard output (one JSON line).
@@ -53,7 +59,8 @@ const baselineEnv = "SMTPOUT_BENCH_BASELINE"
 
 // baselineMain is the baseline sender: the way the peers send, a new connection, TLS
 // handshake and AUTH per email through go-mail's DialAndSend, from Concurrency goroutines
-// (each with its own go-mail Client, as a client serialises its sends). Each email carries
+// (each with its own go-mail Client, as a client serialises its sends); with Reuse, each
+// client keeps one connection for all its emails (go-mail's Send). Each email carries
 // the same JSON payload and signature smtpout would send, built per email (JSON encoding and
 // HMAC included, as a peer marshals its alert); records are decoded before the clock starts.
 func baselineMain(raw string) error {
@@ -96,11 +103,11 @@ func baselineMain(raw string) error {
 	opts := []mail.Option{
 		mail.WithPort(port),
 		mail.WithTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}),
-		mail.WithSMTPAuth(mail.SMTPAuthPlain),
-		mail.WithUsername(a.User),
-		mail.WithPassword(a.Pass),
 		mail.WithTimeout(30 * time.Second),
 		mail.WithHELO("bench.local"),
+	}
+	if !a.NoAuth {
+		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthPlain), mail.WithUsername(a.User), mail.WithPassword(a.Pass))
 	}
 	if a.StartTLS {
 		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
@@ -116,6 +123,10 @@ func baselineMain(raw string) error {
 		firstErr string
 	)
 	send := func(c *mail.Client, i int) {
+		deliver := c.DialAndSend
+		if a.Reuse {
+			deliver = c.Send
+		}
 		rec := recs[i%len(recs)]
 		rec.Tag = "bench.baseline." + strconv.Itoa(i/len(recs))
 		payload, err := output.Payload(rec, "date")
@@ -131,7 +142,7 @@ func baselineMain(raw string) error {
 			m.SetGenHeader("X-Smtpout-Signature", output.Sign(payload, secret))
 			m.SetBodyString(mail.TypeTextPlain, string(payload))
 			if err == nil {
-				err = c.DialAndSend(m)
+				err = deliver(m)
 			}
 		}
 		if err != nil {
@@ -150,9 +161,18 @@ func baselineMain(raw string) error {
 				setupOnce.Do(func() { setupErr = err })
 				break
 			}
+			if a.Reuse {
+				if err := c.DialWithContext(context.Background()); err != nil {
+					setupOnce.Do(func() { setupErr = err })
+					break
+				}
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if a.Reuse {
+					defer c.Close()
+				}
 				for {
 					i := int(next.Add(1) - 1)
 					if i >= n {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/output"
 	"github.com/smtpout/smtpout/testsupport/testcert"
 )
@@ -45,13 +46,31 @@ type fbRun struct {
 
 func (r fbRun) cpuPerRecord() float64 { return r.cpuUs / float64(r.records) }
 
-// runFluentBit is the -fluent-bit mode.
+// fbVariant is one smtp configuration against one server.
+type fbVariant struct {
+	srv   *benchServer
+	depth int // pipeline_depth set explicitly; 0: the default
+	runs  []fbRun
+	loads []string
+}
+
+func (v *fbVariant) label(version string) string {
+	l := "fluent-bit " + version + " -> " + v.srv.name
+	if v.depth > 0 {
+		l += fmt.Sprintf(" depth %d", v.depth)
+	}
+	return l
+}
+
+// runFluentBit is the -fluent-bit mode: every server in -servers, the default configuration
+// and each -pipeline-depths value (on servers with CHUNKING), a null output, and the go-mail
+// baseline with connection reuse, interleaved: each repeat runs every one once.
 func runFluentBit(o options) error {
 	loadBefore := loadavg()
 	if _, err := os.Stat(o.fluentBit); err != nil {
 		return fmt.Errorf("-fluent-bit: %w", err)
 	}
-	dir, _, so, cleanup, err := prepare(o, "smtpout-bench-fb-")
+	dir, root, so, cleanup, err := prepare(o, "smtpout-bench-fb-")
 	if err != nil {
 		return err
 	}
@@ -60,13 +79,76 @@ func runFluentBit(o options) error {
 	if err != nil {
 		return err
 	}
-	sink, err := StartSink(cert.ServerTLS(), false, benchUser, benchPass)
+	var depths []int
+	for _, f := range strings.Split(o.depths, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := strconv.Atoi(f)
+		if err != nil || d < 1 {
+			return fmt.Errorf("-pipeline-depths: %q is not a positive integer", f)
+		}
+		depths = append(depths, d)
+	}
+	var servers []*benchServer
+	defer func() {
+		for _, s := range servers {
+			s.close()
+		}
+	}()
+	var skipped []string
+	for _, name := range strings.Split(o.servers, ",") {
+		var s *benchServer
+		var err error
+		switch name = strings.TrimSpace(name); name {
+		case "sink":
+			var sink *Sink
+			if sink, err = StartSink(cert.ServerTLS(), false, benchUser, benchPass); err == nil {
+				s = &benchServer{name: "sink (best case)", sink: sink, addr: sink.Addr(),
+					about: "in-process go-smtp sink: discards, answers every command at once (PIPELINING and CHUNKING)",
+					count: sink.Messages, close: func() { _ = sink.Close() }}
+			}
+		case "smtp-sink":
+			cache := o.postfix
+			if cache == "" {
+				cache = filepath.Join(root, "bin", "postfix")
+			}
+			s, err = startSMTPSink(cache, cert)
+		case "mailpit":
+			bin := o.mailpit
+			if bin == "" {
+				bin = os.Getenv("MAILPIT")
+			}
+			if bin == "" {
+				bin = filepath.Join(root, "bin", "mailpit")
+			}
+			s, err = startMailpit(bin, dir, cert)
+		case "go-smtp+fsync":
+			s, err = startStoringServer(dir, cert)
+		case "":
+			continue
+		default:
+			return fmt.Errorf("-servers: unknown server %q", name)
+		}
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("%s: SKIPPED: %v", name, err))
+			continue
+		}
+		servers = append(servers, s)
+	}
+	if len(servers) == 0 {
+		return fmt.Errorf("no server could be started:\n%s", strings.Join(skipped, "\n"))
+	}
+	lines, lineSize, err := jsonLines(o.records, o.size)
 	if err != nil {
 		return err
 	}
-	defer sink.Close()
-	lines, lineSize, err := jsonLines(o.records, o.size)
+	chunkData, _, err := buildChunk(o.perFlush, o.size)
 	if err != nil {
+		return err
+	}
+	chunkPath := filepath.Join(dir, "chunk.bin")
+	if err := os.WriteFile(chunkPath, chunkData, 0o600); err != nil {
 		return err
 	}
 	parsers := filepath.Join(dir, "parsers.conf")
@@ -75,75 +157,169 @@ func runFluentBit(o options) error {
 	}
 	version := fluentBitVersion(o.fluentBit)
 
-	keys := map[string]string{
-		"dest_host":       sink.Addr(),
-		"dest_email":      benchTo,
-		"from_email":      benchFrom,
-		"username":        benchUser,
-		"password":        benchPass,
-		"secret_key":      benchSecret,
-		"tls_ca_file":     cert.CAFile,
-		"tls_server_name": "localhost",
-		"helo_name":       "bench.local",
+	var variants []*fbVariant
+	for _, s := range servers {
+		variants = append(variants, &fbVariant{srv: s})
+		if s.name == "smtp-sink" || s.name == "mailpit" {
+			continue // no CHUNKING: pipeline_depth does not apply
+		}
+		for _, d := range depths {
+			if d == config.DefaultPipelineDepth {
+				continue // the default run is this one
+			}
+			variants = append(variants, &fbVariant{srv: s, depth: d})
+		}
 	}
-	var smtpRuns, nullRuns []fbRun
+	baselines := make(map[*benchServer][]figures)
+	var nullRuns []fbRun
+	var nullLoads []string
 	for i := range o.repeat {
-		fmt.Fprintf(os.Stderr, "bench: %s -> smtp (run %d of %d) ...\n", version, i+1, o.repeat)
-		before := sink.Messages()
-		sink.ResetSpan()
-		r, err := fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("smtp%d", i)), so, parsers, "smtp", keys, lines, sink)
+		for _, v := range variants {
+			fmt.Fprintf(os.Stderr, "bench: %s (run %d of %d) ...\n", v.label(version), i+1, o.repeat)
+			keys := map[string]string{
+				"dest_host":       v.srv.addr,
+				"dest_email":      benchTo,
+				"from_email":      benchFrom,
+				"username":        benchUser,
+				"password":        benchPass,
+				"secret_key":      benchSecret,
+				"tls_ca_file":     cert.CAFile,
+				"tls_server_name": "localhost",
+				"helo_name":       "bench.local",
+			}
+			if v.srv.noAuth {
+				delete(keys, "username")
+				delete(keys, "password")
+			}
+			if v.depth > 0 {
+				keys["pipeline_depth"] = strconv.Itoa(v.depth)
+			}
+			before := v.srv.count()
+			if v.srv.sink != nil {
+				v.srv.sink.ResetSpan()
+			}
+			v.loads = append(v.loads, loadavg1())
+			r, err := fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("smtp%d-%d", i, len(v.runs))+strings.NewReplacer(" ", "", "(", "", ")", "", "+", "").Replace(v.srv.name)),
+				so, parsers, "smtp", keys, lines, v.srv.sink)
+			if err != nil {
+				return err
+			}
+			if err := waitCount(v.srv, before+int64(o.records)); err != nil {
+				return err
+			}
+			v.runs = append(v.runs, r)
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s -> null (run %d of %d) ...\n", version, i+1, o.repeat)
+		nullLoads = append(nullLoads, loadavg1())
+		r, err := fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("null%d", i)), "", parsers, "null", nil, lines, nil)
 		if err != nil {
 			return err
 		}
-		if got := sink.Messages() - before; got != int64(o.records) {
-			return fmt.Errorf("the sink accepted %d messages for %d records", got, o.records)
-		}
-		smtpRuns = append(smtpRuns, r)
-		fmt.Fprintf(os.Stderr, "bench: %s -> null (run %d of %d) ...\n", version, i+1, o.repeat)
-		if r, err = fluentBitOnce(o, filepath.Join(dir, fmt.Sprintf("null%d", i)), "", parsers, "null", nil, lines, nil); err != nil {
-			return err
-		}
 		nullRuns = append(nullRuns, r)
+		if o.baseReuse > 0 {
+			for _, s := range servers {
+				fmt.Fprintf(os.Stderr, "bench: go-mail baseline -> %s (run %d of %d) ...\n", s.name, i+1, o.repeat)
+				f, err := runBaselineArgs(baselineArgs{
+					Addr: s.addr, CAFile: cert.CAFile, Chunk: chunkPath, Reuse: true,
+					Emails: o.baseReuse, Concurrency: config.DefaultMaxConnections, Warmup: config.DefaultMaxConnections,
+					User: benchUser, Pass: benchPass, Secret: benchSecret, From: benchFrom, To: benchTo,
+					NoAuth: s.noAuth,
+				})
+				if err != nil {
+					return fmt.Errorf("go-mail baseline against %s: %w", s.name, err)
+				}
+				f.name = loadavg1()
+				baselines[s] = append(baselines[s], f)
+			}
+		}
 	}
-	verifyErr := output.Verify(bytes.NewReader(sink.Sample()), []byte(benchSecret))
 
 	w := os.Stdout
 	fmt.Fprintf(w, "machine: %s, %d CPUs, load %s before, %s after\n", cpuModel(), runtime.NumCPU(), loadBefore, loadavg())
-	fmt.Fprintf(w, "run: Fluent Bit %s, tail input of %d JSON lines of %d bytes (json parser), Flush %s, -> smtp (smtpout.so, defaults: implicit TLS, max_connections 4, pipelining and chunking on; Workers 2), then the same -> null; %d run(s) of each, medians below\n",
-		version, o.records, lineSize, o.fbFlush, o.repeat)
-	verified := "signature of a received email verified"
-	if verifyErr != nil {
-		verified = "SIGNATURE CHECK FAILED: " + verifyErr.Error()
+	fmt.Fprintf(w, "run: Fluent Bit %s, tail input of %d JSON lines of %d bytes (json parser), Flush %s, -> smtp (smtpout.so, defaults: implicit TLS, max_connections %d, pipeline_depth %d, pipelining and chunking on; Workers 2), then the same -> null; %d interleaved run(s) of each, medians below\n",
+		version, o.records, lineSize, o.fbFlush, config.DefaultMaxConnections, config.DefaultPipelineDepth, o.repeat)
+	for _, s := range servers {
+		fmt.Fprintf(w, "server %s: %s\n", s.name, s.about)
 	}
-	fmt.Fprintf(w, "sink: %d messages accepted over %d connection(s); %s\n", sink.Messages(), sink.Sessions(), verified)
-	for _, r := range append(append([]fbRun(nil), smtpRuns...), nullRuns...) {
-		if r.retries > 0 || r.errors > 0 {
-			fmt.Fprintf(w, "note: a run of the %s output had %d retries and %d errors (Fluent Bit's counters)\n", r.output, r.retries, r.errors)
+	for _, s := range skipped {
+		fmt.Fprintln(w, "server "+s)
+	}
+	if s := servers[len(servers)-1].sink; s != nil {
+		verified := "signature of a received email verified"
+		if err := output.Verify(bytes.NewReader(s.Sample()), []byte(benchSecret)); err != nil {
+			verified = "SIGNATURE CHECK FAILED: " + err.Error()
 		}
+		fmt.Fprintf(w, "sink: %d messages accepted over %d connection(s); %s\n", s.Messages(), s.Sessions(), verified)
 	}
-	if o.repeat > 1 {
-		each := func(runs []fbRun) string {
-			var parts []string
-			for _, r := range runs {
-				parts = append(parts, fmt.Sprintf("%.1f", r.cpuPerRecord()))
+	fmt.Fprintf(w, "every server stored every record of every run (its own count); emails/s: from the append to Fluent Bit's last flush (the sink: its first to its last message)\n")
+	if o.baseReuse > 0 {
+		fmt.Fprintf(w, "go-mail baseline: v0.8.1 Client, %d connections dialled once, Send per email (NOOP and RSET each), %d emails per run, CPU of its own process\n",
+			config.DefaultMaxConnections, o.baseReuse)
+	}
+	for _, v := range variants {
+		for _, r := range v.runs {
+			if r.retries > 0 || r.errors > 0 {
+				fmt.Fprintf(w, "note: a run of %s had %d retries and %d errors (Fluent Bit's counters)\n", v.label(version), r.retries, r.errors)
 			}
-			return strings.Join(parts, ", ")
 		}
-		fmt.Fprintf(w, "CPU µs/record of each run: smtp %s; null %s\n", each(smtpRuns), each(nullRuns))
 	}
-	smtpCPU, nullCPU := median(smtpRuns, fbRun.cpuPerRecord), median(nullRuns, fbRun.cpuPerRecord)
-	rate := median(smtpRuns, func(r fbRun) float64 { return float64(r.records) / (float64(r.rateNs) / 1e9) })
-	smtpHWM := median(smtpRuns, func(r fbRun) float64 { return mib(r.hwmKiB) })
-	nullHWM := median(nullRuns, func(r fbRun) float64 { return mib(r.hwmKiB) })
-	fmt.Fprintf(w, "target: whole fluent-bit process <= 100 µs CPU per email (2 KB, defaults, Workers 2): %.1f µs %s\n",
-		smtpCPU, onOff(smtpCPU <= 100))
-	fmt.Fprintf(w, "%-40s %10s %14s %13s %8s\n", "", "emails/s", "CPU µs/record", "peak RSS MiB", "records")
-	fmt.Fprintf(w, "%-40s %10.1f %14.1f %13.1f %8d\n", "fluent-bit "+version+" -> smtp (smtpout.so)",
-		rate, smtpCPU, smtpHWM, o.records)
-	fmt.Fprintf(w, "%-40s %10s %14.1f %13.1f %8d\n", "fluent-bit "+version+" -> null (baseline)",
-		"-", nullCPU, nullHWM, o.records)
-	fmt.Fprintf(w, "%-40s %10s %14.1f %13.1f\n", "smtpout's share (smtp - null)", "", smtpCPU-nullCPU, smtpHWM-nullHWM)
+	each := func(runs []fbRun) string {
+		var parts []string
+		for _, r := range runs {
+			parts = append(parts, fmt.Sprintf("%.1f", r.cpuPerRecord()))
+		}
+		return strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(w, "%-44s %9s %14s %12s %-24s %s\n", "", "emails/s", "CPU µs/email", "RSS MiB", "each run's CPU µs", "load (1 min) at each run")
+	for _, v := range variants {
+		cpu := median(v.runs, fbRun.cpuPerRecord)
+		rate := median(v.runs, func(r fbRun) float64 { return float64(r.records) / (float64(r.rateNs) / 1e9) })
+		hwm := median(v.runs, func(r fbRun) float64 { return mib(r.hwmKiB) })
+		fmt.Fprintf(w, "%-44s %9.0f %14.1f %12.1f %-24s %s\n", v.label(version), rate, cpu, hwm, each(v.runs), strings.Join(v.loads, " "))
+		if b := baselines[v.srv]; len(b) > 0 && v.depth == 0 {
+			bcpu := median(b, figures.cpuPerEmail)
+			brate := median(b, figures.perSec)
+			bhwm := median(b, func(f figures) float64 { return mib(f.hwmKiB) })
+			var parts, loads []string
+			for _, f := range b {
+				parts = append(parts, fmt.Sprintf("%.1f", f.cpuPerEmail()))
+				loads = append(loads, f.name)
+			}
+			fmt.Fprintf(w, "%-44s %9.0f %14.1f %12.1f %-24s %s\n", "  go-mail reuse -> "+v.srv.name, brate, bcpu, bhwm, strings.Join(parts, ", "), strings.Join(loads, " "))
+		}
+	}
+	nullCPU := median(nullRuns, fbRun.cpuPerRecord)
+	fmt.Fprintf(w, "%-44s %9s %14.1f %12.1f %-24s %s\n", "fluent-bit "+version+" -> null (baseline)", "-", nullCPU,
+		median(nullRuns, func(r fbRun) float64 { return mib(r.hwmKiB) }), each(nullRuns), strings.Join(nullLoads, " "))
+	for _, v := range variants {
+		if v.srv.name == "smtp-sink" && v.depth == 0 {
+			cpu := median(v.runs, fbRun.cpuPerRecord)
+			fmt.Fprintf(w, "target: whole fluent-bit process <= 100 µs CPU per email against smtp-sink behind TLS (defaults, Workers 2): %.1f µs %s\n", cpu, onOff(cpu <= 100))
+		}
+	}
 	return nil
+}
+
+// waitCount waits (up to 30 s) until s has stored at least n messages; a server that cannot
+// count (-1) is taken at Fluent Bit's word.
+func waitCount(s *benchServer, n int64) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := s.count()
+		if got < 0 || got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s stored %d messages, want %d", s.name, got, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// loadavg1 returns the 1-minute load average.
+func loadavg1() string {
+	l, _, _ := strings.Cut(loadavg(), " ")
+	return l
 }
 
 // median returns the median of f over runs (the mean of the middle two for an even count).

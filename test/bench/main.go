@@ -54,6 +54,11 @@ type options struct {
 	perfOut     string
 	perfStat    bool
 	repeat      int
+	servers     string
+	depths      string
+	postfix     string
+	mailpit     string
+	baseReuse   int
 }
 
 // Credentials of the sink; never secrets of anyone.
@@ -66,6 +71,13 @@ const (
 )
 
 func main() {
+	if raw := os.Getenv(serveEnv); raw != "" {
+		if err := serveMain(raw); err != nil {
+			fmt.Fprintln(os.Stderr, "bench serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if raw := os.Getenv(baselineEnv); raw != "" {
 		if err := baselineMain(raw); err != nil {
 			fmt.Fprintln(os.Stderr, "bench baseline:", err)
@@ -96,6 +108,11 @@ func main() {
 	flag.StringVar(&o.fbFlush, "flush", "1", "real-host mode: [SERVICE] Flush of the fluent-bit configuration, seconds")
 	flag.StringVar(&o.perfOut, "perf-record", "", "real-host mode: record the smtp run with `perf record -e cpu-clock -g` into this file")
 	flag.IntVar(&o.repeat, "repeat", 1, "real-host mode: runs of each output (the table shows the medians)")
+	flag.StringVar(&o.servers, "servers", "smtp-sink,mailpit,go-smtp+fsync,sink", "real-host mode: the servers, in order: smtp-sink (Postfix's, behind a TLS terminator), mailpit, go-smtp+fsync (stores and syncs each message), sink (in-process, answers at once: the best case)")
+	flag.StringVar(&o.depths, "pipeline-depths", "", "real-host mode: comma-separated pipeline_depth values also run against the servers that offer CHUNKING (besides the default)")
+	flag.StringVar(&o.postfix, "postfix-cache", "", "real-host mode: where Debian's postfix package is extracted for smtp-sink (default: bin/postfix in the module)")
+	flag.StringVar(&o.mailpit, "mailpit", "", "real-host mode: the mailpit binary (default: $MAILPIT, else bin/mailpit in the module)")
+	flag.IntVar(&o.baseReuse, "baseline-emails", 2000, "real-host mode: emails the go-mail baseline (connection reuse) sends to each server per repeat (0: none)")
 	flag.BoolVar(&o.perfStat, "perf-stat", false, "real-host mode: count the smtp run's syscalls and context switches per record with `perf stat`")
 	flag.Parse()
 	if o.fluentBit != "" {
@@ -475,15 +492,20 @@ func runPlugin(o options, hostBin, so, dir, chunkPath, addr, caFile string) (plu
 
 // runBaseline runs this binary again as the baseline sender and reads its report.
 func runBaseline(o options, chunkPath, addr, caFile string) (figures, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return figures{}, err
-	}
-	args, err := json.Marshal(baselineArgs{
+	return runBaselineArgs(baselineArgs{
 		Addr: addr, CAFile: caFile, StartTLS: o.tlsMode == "starttls", Chunk: chunkPath,
 		Emails: o.baseEmails, Concurrency: o.connections, Warmup: o.connections,
 		User: benchUser, Pass: benchPass, Secret: benchSecret, From: benchFrom, To: benchTo,
 	})
+}
+
+// runBaselineArgs runs the baseline process (baselineMain) with a and reads its report.
+func runBaselineArgs(a baselineArgs) (figures, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return figures{}, err
+	}
+	args, err := json.Marshal(a)
 	if err != nil {
 		return figures{}, err
 	}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +19,9 @@ import (
 
 // Sink is a local SMTP server that accepts every message after AUTH PLAIN and discards it,
 // counting messages and keeping the first one for a signature check. It advertises
-// PIPELINING and CHUNKING (emersion/go-smtp does), over implicit TLS or STARTTLS.
+// PIPELINING and CHUNKING (emersion/go-smtp does), over implicit TLS or STARTTLS. A sink
+// started with a store directory (StartStoringSink) writes and syncs each message to its own
+// file there before it replies, as a real MTA stores a queue file.
 type Sink struct {
 	srv      *smtp.Server
 	ln       net.Listener
@@ -27,6 +31,7 @@ type Sink struct {
 	bytes    atomic.Int64
 	sessions atomic.Int64
 	authFail atomic.Int64
+	store    string       // "": discard
 	first    atomic.Int64 // unix ns of the first message accepted
 	last     atomic.Int64 // unix ns of the last message accepted
 
@@ -38,7 +43,17 @@ type Sink struct {
 // StartSink listens on 127.0.0.1:0 with implicit TLS (starttls false) or STARTTLS, and
 // accepts user/pass with AUTH PLAIN.
 func StartSink(cfg *tls.Config, starttls bool, user, pass string) (*Sink, error) {
-	s := &Sink{user: user, pass: pass, done: make(chan struct{})}
+	return startSink(cfg, starttls, user, pass, "")
+}
+
+// StartStoringSink is StartSink with implicit TLS that stores every message in dir (one file
+// each, written and synced before the reply).
+func StartStoringSink(cfg *tls.Config, user, pass, dir string) (*Sink, error) {
+	return startSink(cfg, false, user, pass, dir)
+}
+
+func startSink(cfg *tls.Config, starttls bool, user, pass, store string) (*Sink, error) {
+	s := &Sink{user: user, pass: pass, store: store, done: make(chan struct{})}
 	s.srv = smtp.NewServer(s)
 	s.srv.Domain = "localhost"
 	s.srv.ReadTimeout = 2 * time.Minute
@@ -145,6 +160,11 @@ func (ss *sinkSession) Data(r io.Reader) error {
 			s.sample = b.Bytes()
 		}
 		s.mu.Unlock()
+		if err == nil && s.store != "" {
+			_, err = storeMessage(s.store, &b)
+		}
+	} else if s.store != "" {
+		n, err = storeMessage(s.store, r)
 	} else {
 		n, err = io.Copy(io.Discard, r)
 	}
@@ -162,3 +182,22 @@ func (ss *sinkSession) Data(r io.Reader) error {
 func (ss *sinkSession) Reset() {}
 
 func (ss *sinkSession) Logout() error { return nil }
+
+// storeMessage writes r to a new file in dir and syncs it.
+func storeMessage(dir string, r io.Reader) (int64, error) {
+	f, err := os.CreateTemp(dir, "msg-*.eml")
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("store %s: %w", f.Name(), err)
+	}
+	return n, nil
+}
