@@ -35,6 +35,8 @@ func TestFluentBitSharedLedgerDirDifferentMaxAges(t *testing.T) {
 	appendOutput(t, r, faultKeys(long, "long@example.com"), "ledger_max_age 48h")
 
 	const total = 10
+	began := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
 	r.start()
 	r.send("app.shared", numbered(0, total))
 	storedAtLeast(short, total)
@@ -42,7 +44,9 @@ func TestFluentBitSharedLedgerDirDifferentMaxAges(t *testing.T) {
 	long.waitUntil("the chunk retried at least once (451 again)", fbWait, func() bool {
 		return long.injected[fault451] > total-5
 	})
+	step("first run: 10 and 5 stored, the chunk retried")
 	r.term()
+	step("first run stopped")
 	files := ledgerFiles(t, r.ledgerDir)
 	if len(files) != 2 {
 		t.Fatalf("ledger files after the first run: %q, want one per output", files)
@@ -56,11 +60,15 @@ func TestFluentBitSharedLedgerDirDifferentMaxAges(t *testing.T) {
 
 	hold.Store(false)
 	r.start()
+	step("restarted")
 	waitDistinct(long, total, 2*time.Minute)
+	step("replayed chunk delivered")
 	r.send("app.shared", numbered(total, 1)) // a last record: both outputs have flushed since
 	storedAtLeast(short, total+1)
 	waitDistinct(long, total+1, 2*time.Minute)
+	step("last record delivered")
 	r.term()
+	step("stopped")
 
 	if got := ledgerFiles(t, r.ledgerDir); strings.Join(got, " ") != strings.Join(files, " ") {
 		t.Errorf("ledger files after the restart: %q, want %q", got, files)
