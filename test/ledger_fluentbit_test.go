@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -32,7 +31,9 @@ func TestFluentBitSharedLedgerDirDifferentMaxAges(t *testing.T) {
 	keys := faultKeys(short, "short@example.com")
 	keys["ledger_max_age"] = "1h"
 	r := newRestartRig(t, keys, "")
-	appendOutput(t, r, faultKeys(long, "long@example.com"), "ledger_max_age 48h")
+	longKeys := faultKeys(long, "long@example.com")
+	longKeys["ledger_max_age"] = "48h"
+	appendOutput(t, r, longKeys)
 
 	const total = 10
 	began := time.Now()
@@ -89,30 +90,16 @@ func TestFluentBitSharedLedgerDirDifferentMaxAges(t *testing.T) {
 	}
 }
 
-// appendOutput adds a second smtp [OUTPUT] section with keys to the rig's configuration,
-// with the same ledger_dir and Workers as the first, plus the extra lines.
-func appendOutput(t *testing.T, r *restartRig, keys map[string]string, extra ...string) {
+// appendOutput adds a second smtp [OUTPUT] section with keys to the rig's configuration, with
+// the same ledger_dir as the first.
+func appendOutput(t *testing.T, r *restartRig, keys map[string]string) {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n[OUTPUT]\n    Name smtp\n    Match *\n    Workers 2\n    Retry_Limit no_limits\n")
-	fmt.Fprintf(&b, "    max_connections %d\n    ledger_dir %s\n", restartMaxConnections, r.ledgerDir)
-	names := make([]string, 0, len(keys))
-	for k := range keys {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		fmt.Fprintf(&b, "    %s %s\n", k, keys[k])
-	}
-	for _, l := range extra {
-		fmt.Fprintf(&b, "    %s\n", l)
-	}
 	f, err := os.OpenFile(r.conf, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteString(b.String()); err != nil {
+	if _, err := f.WriteString("\n" + restartOutput(r.ledgerDir, keys)); err != nil {
 		t.Fatal(err)
 	}
 }
