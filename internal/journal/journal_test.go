@@ -489,21 +489,7 @@ func TestFailedCompactionBacksOff(t *testing.T) {
 	}}
 	unblock := blockCompaction(t, dir, "a")
 	j, _, _ := openAll(t, dir, "a", opt)
-	idle := func() { // wait for a background compaction to end
-		t.Helper()
-		for i := 0; ; i++ {
-			j.mu.Lock()
-			c := j.compacting
-			j.mu.Unlock()
-			if !c {
-				return
-			}
-			if i > 10000 {
-				t.Fatal("compaction never ended")
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	idle := j.wg.Wait // a background compaction and its OnCompact call have ended
 	n := 0
 	appendN := func(k int) {
 		for range k {

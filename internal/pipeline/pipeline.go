@@ -671,7 +671,11 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		}
 		d := decided[i]
 		switch {
-		case d.verdict != verdictRetry && res.Outcome == mailer.Delivered:
+		case d.verdict == verdictRetry:
+			in.countRetry(id, res, &retryOrder, retryErrs, operator)
+			st.Retried++
+			retry = true
+		case res.Outcome == mailer.Delivered: // settled, or deferred for some recipients
 			st.Delivered++
 			st.Bytes += len(p.email.Data)
 			if res.Elapsed > 0 {
@@ -686,29 +690,10 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 					"message_id=<%s>: %d deferred recipient(s) dropped: more than %d emails are waiting for deferred recipients",
 					id, len(d.owed), in.owed.limit))
 			}
-		case d.verdict == verdictSettled: // rejected for good
+		default: // rejected for good
 			st.Rejected++
 			in.logRejected(tag, p, res)
 			in.deadLetterRejected(tag, p, res)
-		default:
-			st.Retried++
-			retry = true
-			text := "unknown error"
-			if res.Err != nil {
-				text = res.Err.Error()
-			}
-			if res.Ambiguous {
-				in.log.Log(LevelWarn, fmt.Sprintf(
-					"delivery of Message-ID <%s> is uncertain (connection lost after the message was sent); it will be sent again with the same Message-ID: %s",
-					id, text))
-			}
-			if retryErrs[text] == 0 {
-				retryOrder = append(retryOrder, text)
-			}
-			retryErrs[text]++
-			if needsOperator(res.Err) {
-				operator[text] = true
-			}
 		}
 	}
 	for _, text := range retryOrder {
@@ -719,6 +704,28 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		in.logQuiet(level, fmt.Sprintf("tag %q: %d email(s) %s: %s", tag, retryErrs[text], what, text))
 	}
 	return retry
+}
+
+// countRetry adds an email to be retried to the flush's summary of retry errors (one line per
+// distinct error, [error] when it needs the operator) and warns at once when its delivery is
+// uncertain.
+func (in *Instance) countRetry(id string, res mailer.Result, order *[]string, count map[string]int, operator map[string]bool) {
+	text := "unknown error"
+	if res.Err != nil {
+		text = res.Err.Error()
+	}
+	if res.Ambiguous {
+		in.log.Log(LevelWarn, fmt.Sprintf(
+			"delivery of Message-ID <%s> is uncertain (connection lost after the message was sent); it will be sent again with the same Message-ID: %s",
+			id, text))
+	}
+	if count[text] == 0 {
+		*order = append(*order, text)
+	}
+	count[text]++
+	if needsOperator(res.Err) {
+		operator[text] = true
+	}
 }
 
 // logRecipients writes a line for each recipient refused on a delivered email: [ warn] for
