@@ -168,6 +168,9 @@ type Report struct {
 	DamagedAt int64
 	// Size is the file's size after Open, in bytes.
 	Size int64
+	// SyncErr is a failed fsync of the directory after the file was created: the file may
+	// not survive a power loss (Open goes on).
+	SyncErr error
 	// Compaction is the compaction Open ran to drop expired records, when it ran one. A
 	// failed one (Compaction.Err) does not fail Open: the file keeps its expired records
 	// until a later compaction succeeds.
@@ -245,11 +248,10 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 		return nil, rep, err
 	}
 	if os.IsNotExist(statErr) {
-		// A new file: its directory entry must survive a power loss too.
+		// A new file: its directory entry must survive a power loss too. A failure is
+		// reported, not fatal, like a failed sync of the records.
 		if err := j.syncDir(dir); err != nil {
-			f.Close()
-			j.unlock()
-			return nil, rep, fmt.Errorf("fsync the directory of the new %s: %w", j.path, err)
+			rep.SyncErr = fmt.Errorf("fsync the directory of the new %s: %w", j.path, err)
 		}
 	}
 	j.f = osFile{f}
@@ -570,9 +572,9 @@ func (j *Journal) Compact() Compaction {
 	return j.compact()
 }
 
-// compact does the work of Compact; the caller has set j.compacting. The records up to the current end are filtered into a new file without
-// the lock; those appended meanwhile are added under the lock, then the new file is synced
-// and renamed over the old one.
+// compact does the work of Compact; the caller has set j.compacting. The records up to the
+// current end are filtered into a new file without the lock; those appended meanwhile are
+// added under the lock, then the new file is synced and renamed over the old one.
 func (j *Journal) compact() (c Compaction) {
 	j.mu.Lock()
 	src, end := j.f, j.size

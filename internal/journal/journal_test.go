@@ -543,6 +543,13 @@ func TestNewFileSyncsItsDirectory(t *testing.T) {
 	if diff := cmp.Diff([]string{dir}, synced); diff != "" {
 		t.Errorf("directories synced (-want +got):\n%s", diff)
 	}
+	// A failed fsync of the directory is reported, and the journal works.
+	opt.syncDir = func(string) error { return syscall.EIO }
+	j, _, rep := openAll(t, dir, "b", opt)
+	if !errors.Is(rep.SyncErr, syscall.EIO) {
+		t.Errorf("Report.SyncErr = %v, want the EIO of the directory's fsync", rep.SyncErr)
+	}
+	appendAll(t, j, settled(1, now))
 }
 
 // TestRemoveStaleJudgesEachFileByItsOwnMaxAge: two instances sharing the directory with 1h

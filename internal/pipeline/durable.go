@@ -58,6 +58,12 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 	for i, r := range d.rcpts {
 		d.index[strings.ToLower(r)] = i
 	}
+	d.failed = func(err error) {
+		in.ledgerErrs.Add(1)
+		in.logQuiet(LevelError, fmt.Sprintf(
+			"ledger: cannot write to ledger_dir %s: %v; delivery goes on, but after a restart the emails whose settlement was not written may be sent again (at-least-once)",
+			cfg.LedgerDir, err))
+	}
 	base := ledgerName(cfg)
 	opt := journal.Options{
 		MaxEntries: cfg.LedgerMaxEntries,
@@ -120,6 +126,9 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 			"ledger: %s: removed a damaged tail of %d bytes (%s), kept the %d good records before it; emails settled in the damaged part may be sent again",
 			rep.Path, rep.Cut, rep.Reason, rep.Loaded+rep.Expired))
 	}
+	if rep.SyncErr != nil {
+		d.failed(rep.SyncErr)
+	}
 	if c := rep.Compaction; c != nil && c.Err != nil {
 		in.log.Log(LevelWarn, compactionWarning(*c))
 	}
@@ -133,12 +142,6 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 			rep.Path, deferred, in.owed.limit, deferred, in.owed.limit))
 	}
 	retainLater(cfg.LedgerDir, cfg.LedgerMaxAge)
-	d.failed = func(err error) {
-		in.ledgerErrs.Add(1)
-		in.logQuiet(LevelError, fmt.Sprintf(
-			"ledger: cannot write to ledger_dir %s: %v; delivery goes on, but after a restart the emails whose settlement was not written may be sent again (at-least-once)",
-			cfg.LedgerDir, err))
-	}
 	return true
 }
 
