@@ -62,16 +62,7 @@ func newRestartRigLedger(t *testing.T, keys map[string]string, service, ledgerDi
 	fmt.Fprintf(&b, "[SERVICE]\n    Flush 0.2\n    Grace 5\n    Log_Level info\n")
 	fmt.Fprintf(&b, "    storage.path %s\n    storage.sync normal\n    scheduler.base 1\n    scheduler.cap 2\n%s\n", filepath.Join(dir, "storage"), service)
 	fmt.Fprintf(&b, "[INPUT]\n    Name forward\n    Unix_Path %s\n    Unix_Perm 0600\n    storage.type filesystem\n\n", r.sock)
-	fmt.Fprintf(&b, "[OUTPUT]\n    Name smtp\n    Match *\n    Workers 2\n    Retry_Limit no_limits\n")
-	fmt.Fprintf(&b, "    ledger_dir %s\n", ledgerDir)
-	names := make([]string, 0, len(keys))
-	for k := range keys {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		fmt.Fprintf(&b, "    %s %s\n", k, keys[k])
-	}
+	b.WriteString(restartOutput(ledgerDir, keys))
 	if err := os.WriteFile(r.conf, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +75,23 @@ func newRestartRigLedger(t *testing.T, keys map[string]string, service, ledgerDi
 		}
 	})
 	return r
+}
+
+// restartOutput is the [OUTPUT] section of a restart scenario: an smtp output with Workers
+// 2, no retry limit, restartMaxConnections, ledger_dir and keys.
+func restartOutput(ledgerDir string, keys map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[OUTPUT]\n    Name smtp\n    Match *\n    Workers 2\n    Retry_Limit no_limits\n")
+	fmt.Fprintf(&b, "    ledger_dir %s\n", ledgerDir)
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, "    %s %s\n", k, keys[k])
+	}
+	return b.String()
 }
 
 func (r *restartRig) log() string {

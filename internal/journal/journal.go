@@ -7,13 +7,18 @@
 // The file is bounded by count and by age: Open skips records past either limit, and once the
 // file holds Options.MaxEntries plus half again, Append starts a compaction in the background
 // that rewrites the live records into a new file and renames it into place while appends go
-// on. A truncated or corrupt tail (a crash mid-write, a full disk) is cut back to the last good
-// record at Open and reported. A failed write never leaves a partial record behind: the file
-// is cut back to its last whole record and the error returned, so the caller can fall back.
+// on. A compaction that fails (a full disk) is not an error of Open or Append: it is reported,
+// and the next attempt waits, longer after each failure. A truncated or corrupt tail (a crash
+// mid-write, a full disk) is cut back to the last good record at Open and reported; a damaged
+// record inside the file is skipped and counted, and the good records after it are kept. A
+// failed write never leaves a partial record behind: the file is cut back to its last whole
+// record and the error returned, so the caller can fall back.
 //
 // Each journal holds an exclusive flock(2) on "<name>.lock" beside its file for as long as it
 // is open, so a second opener (another process, or another instance of this one) gets
-// ErrLocked instead of a shared, corrupt file. The package does no cgo and never logs.
+// ErrLocked instead of a shared, corrupt file. The lock file also records the journal's MaxAge,
+// so RemoveStale judges every unused file by its own retention, not by the caller's. The
+// package does no cgo and never logs.
 package journal
 
 import (
@@ -24,6 +29,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +45,11 @@ const (
 	DefaultMaxEntries = 500_000
 	// DefaultMaxAge is how long a settled Message-ID is kept.
 	DefaultMaxAge = 24 * time.Hour
+	// CompactRetryMin is how long a journal waits after a failed compaction before it tries
+	// again; the wait doubles with each failure in a row, up to CompactRetryMax.
+	CompactRetryMin = time.Minute
+	// CompactRetryMax bounds the wait between failed compactions.
+	CompactRetryMax = time.Hour
 )
 
 // Suffixes of the files a journal named N keeps in its directory.
@@ -112,6 +123,8 @@ type Options struct {
 	OnCompact func(Compaction)
 	// wrap, for tests, wraps the data file to inject write failures.
 	wrap func(file) file
+	// syncDir, for tests, replaces the fsync of the directory (fsyncDir).
+	syncDir func(dir string) error
 }
 
 // file is what the journal needs of its data file.
@@ -146,17 +159,32 @@ type Report struct {
 	// Expired is how many good records were left out for age or count.
 	Expired int
 	// Cut is how many bytes of a truncated or corrupt tail were removed (0: none); Reason
-	// says what was wrong with the first bad record.
+	// says what was wrong with the first bad record of the tail.
 	Cut    int64
 	Reason string
+	// Damaged is how many damaged records inside the file (good records follow them) were
+	// skipped; DamagedAt is the offset of the first.
+	Damaged   int
+	DamagedAt int64
 	// Size is the file's size after Open, in bytes.
 	Size int64
+	// SyncErr is a failed fsync of the directory after the file was created: the file may
+	// not survive a power loss (Open goes on).
+	SyncErr error
+	// Compaction is the compaction Open ran to drop expired records, when it ran one. A
+	// failed one (Compaction.Err) does not fail Open: the file keeps its expired records
+	// until a later compaction succeeds.
+	Compaction *Compaction
 }
 
 // Compaction is the result of one compaction.
 type Compaction struct {
 	Before, After int64 // file size in bytes
 	Err           error
+	// Failures is how many compactions in a row have failed, this one included (0 when it
+	// succeeded); Retry is how long the journal waits before it tries again.
+	Failures int
+	Retry    time.Duration
 }
 
 // Journal is one open ledger file. Safe for concurrent use.
@@ -173,7 +201,9 @@ type Journal struct {
 	kept       int64 // records the last compaction kept
 	dirty      bool  // appended since the last Sync
 	compacting bool
-	since      []Entry // appended while a compaction runs
+	since      []Entry   // appended while a compaction runs
+	failures   int       // compactions failed in a row
+	retryAt    time.Time // no compaction starts before this, after a failure
 	closed     bool
 	wg         sync.WaitGroup
 	buf        [RecordSize]byte
@@ -210,10 +240,19 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 		return nil, rep, &os.PathError{Op: "flock", Path: lockPath, Err: err}
 	}
 	j.lock = lf
+	recordMaxAge(lf, opt.MaxAge)
+	_, statErr := os.Lstat(j.path)
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		j.unlock()
 		return nil, rep, err
+	}
+	if os.IsNotExist(statErr) {
+		// A new file: its directory entry must survive a power loss too. A failure is
+		// reported, not fatal, like a failed sync of the records.
+		if err := j.syncDir(dir); err != nil {
+			rep.SyncErr = fmt.Errorf("fsync the directory of the new %s: %w", j.path, err)
+		}
 	}
 	j.f = osFile{f}
 	if opt.wrap != nil {
@@ -224,11 +263,13 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 		j.closeFiles()
 		return nil, rep, err
 	}
-	good, bad, reason, err := scan(j.f, fi.Size())
+	sc, err := scan(j.f, fi.Size())
 	if err != nil {
 		j.closeFiles()
 		return nil, rep, err
 	}
+	good, bad, reason := sc.good, sc.bad, sc.reason
+	rep.Damaged, rep.DamagedAt = sc.damaged, sc.damagedAt
 	if bad > 0 {
 		if err := j.f.Truncate(good); err != nil {
 			j.closeFiles()
@@ -253,11 +294,10 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 		return nil, rep, err
 	}
 	rep.Expired = int(total) - rep.Loaded
-	if rep.Expired > 0 && j.needsCompaction(int64(rep.Expired)) {
-		if c := j.compact(); c.Err != nil {
-			j.closeFiles()
-			return nil, rep, c.Err
-		}
+	if (rep.Expired > 0 && j.needsCompaction(int64(rep.Expired))) || rep.Damaged > 0 {
+		j.compacting = true
+		c := j.compact()
+		rep.Compaction = &c // a failure is reported, not fatal: appends work on the old file
 	}
 	rep.Size = j.size
 	return j, rep, nil
@@ -287,33 +327,105 @@ func (j *Journal) closeFiles() {
 	j.unlock()
 }
 
-// scan finds the length of the good prefix of the file: whole records whose CRC and kind are
-// right. bad is how many bytes follow it.
-func scan(f io.ReaderAt, size int64) (good, bad int64, reason string, err error) {
-	buf := make([]byte, 4096*RecordSize)
-	for off := int64(0); off < size; {
-		n, err := f.ReadAt(buf, off)
-		if err != nil && err != io.EOF {
-			return 0, 0, "", err
-		}
-		if n == 0 {
-			break
-		}
-		for i := 0; i+RecordSize <= n; i += RecordSize {
-			if _, ok := decode(buf[i : i+RecordSize]); !ok {
-				return off + int64(i), size - off - int64(i), fmt.Sprintf("corrupt record at offset %d", off+int64(i)), nil
-			}
-		}
-		whole := int64(n / RecordSize * RecordSize)
-		off += whole
-		if whole < int64(n) || whole == 0 {
-			return off, size - off, fmt.Sprintf("partial record of %d bytes at offset %d", size-off, off), nil
-		}
+func (j *Journal) syncDir(dir string) error {
+	if j.opt.syncDir != nil {
+		return j.opt.syncDir(dir)
 	}
-	return size, 0, "", nil
+	return fsyncDir(dir)
 }
 
-// each calls fn for every record in [0, end).
+// maxAgePrefix starts the content of a lock file: the MaxAge of the journal that last held it.
+const maxAgePrefix = "smtpout ledger max_age_ns="
+
+// recordMaxAge writes maxAge into the held lock file, for RemoveStale. A failure (a full disk)
+// only means RemoveStale falls back to its caller's age for this file.
+func recordMaxAge(lf *os.File, maxAge time.Duration) {
+	b := []byte(maxAgePrefix + strconv.FormatInt(int64(maxAge), 10) + "\n")
+	if old, err := io.ReadAll(io.NewSectionReader(lf, 0, 256)); err == nil && string(old) == string(b) {
+		return
+	}
+	if lf.Truncate(0) == nil {
+		_, _ = lf.WriteAt(b, 0)
+	}
+}
+
+// recordedMaxAge reads the MaxAge a lock file records; ok is false when it records none (a
+// file written before lock files recorded it, or an unreadable one).
+func recordedMaxAge(lockPath string) (time.Duration, bool) {
+	b, err := os.ReadFile(lockPath)
+	if err != nil {
+		return 0, false
+	}
+	v, found := strings.CutPrefix(strings.TrimSpace(string(b)), maxAgePrefix)
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return time.Duration(n), true
+}
+
+// scanResult is what scan found in a file.
+type scanResult struct {
+	good      int64  // end of the last good record: the file's valid length
+	bad       int64  // bytes after it: a torn or damaged tail
+	reason    string // what was wrong at the start of the tail
+	damaged   int    // damaged records before good, skipped
+	damagedAt int64  // offset of the first of them
+}
+
+// scan checks every whole record of the file. Records are always written at multiples of
+// RecordSize, so a damaged record (a flipped bit) is skipped and the records after it are read
+// at their own offsets; the damaged records after the last good one, and a partial record at
+// the end, are the tail to cut.
+func scan(f io.ReaderAt, size int64) (r scanResult, err error) {
+	buf := make([]byte, 4096*RecordSize)
+	var (
+		run      int   // damaged records since the last good one
+		runStart int64 // offset of the first of them
+	)
+	var off int64
+	for off < size {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return scanResult{}, err
+		}
+		whole := n / RecordSize * RecordSize
+		if whole == 0 {
+			break
+		}
+		for i := 0; i < whole; i += RecordSize {
+			if _, ok := decode(buf[i : i+RecordSize]); !ok {
+				if run == 0 {
+					runStart = off + int64(i)
+				}
+				run++
+				continue
+			}
+			if run > 0 {
+				if r.damaged == 0 {
+					r.damagedAt = runStart
+				}
+				r.damaged += run
+				run = 0
+			}
+			r.good = off + int64(i) + RecordSize
+		}
+		off += int64(whole)
+	}
+	r.bad = size - r.good
+	switch {
+	case run > 0:
+		r.reason = fmt.Sprintf("corrupt record at offset %d", runStart)
+	case r.bad > 0:
+		r.reason = fmt.Sprintf("partial record of %d bytes at offset %d", r.bad, r.good)
+	}
+	return r, nil
+}
+
+// each calls fn for every good record in [0, end); damaged ones are skipped.
 func each(f io.ReaderAt, end int64, fn func(off int64, e Entry)) error {
 	buf := make([]byte, 4096*RecordSize)
 	for off := int64(0); off < end; {
@@ -326,8 +438,9 @@ func each(f io.ReaderAt, end int64, fn func(off int64, e Entry)) error {
 			return err
 		}
 		for i := 0; i < n; i += RecordSize {
-			e, _ := decode(buf[i : i+RecordSize])
-			fn(off+int64(i), e)
+			if e, ok := decode(buf[i : i+RecordSize]); ok {
+				fn(off+int64(i), e)
+			}
 		}
 		off += int64(n)
 	}
@@ -392,7 +505,7 @@ func (j *Journal) Append(e Entry) error {
 		j.since = append(j.since, e)
 		return nil
 	}
-	if j.size/RecordSize > j.threshold() {
+	if j.size/RecordSize > j.threshold() && !j.opt.Now().Before(j.retryAt) {
 		j.compacting = true
 		j.wg.Add(1)
 		go func() {
@@ -459,10 +572,9 @@ func (j *Journal) Compact() Compaction {
 	return j.compact()
 }
 
-// compact does the work of Compact; the caller has set j.compacting (or holds the journal
-// alone, at Open). The records up to the current end are filtered into a new file without
-// the lock; those appended meanwhile are added under the lock, then the new file is synced
-// and renamed over the old one.
+// compact does the work of Compact; the caller has set j.compacting. The records up to the
+// current end are filtered into a new file without the lock; those appended meanwhile are
+// added under the lock, then the new file is synced and renamed over the old one.
 func (j *Journal) compact() (c Compaction) {
 	j.mu.Lock()
 	src, end := j.f, j.size
@@ -474,8 +586,14 @@ func (j *Journal) compact() (c Compaction) {
 		os.Remove(tmp)
 		j.mu.Lock()
 		j.compacting, j.since = false, nil
+		j.failures++
+		c.Failures = j.failures
+		c.Retry = CompactRetryMin << min(j.failures-1, 16)
+		c.Retry = min(c.Retry, CompactRetryMax)
+		j.retryAt = j.opt.Now().Add(c.Retry)
 		j.mu.Unlock()
 		c.Err = fmt.Errorf("compact %s: %w", j.path, err)
+		c.After = c.Before
 		return c
 	}
 	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -534,7 +652,7 @@ func (j *Journal) compact() (c Compaction) {
 		werr = os.Rename(tmp, j.path)
 	}
 	if werr == nil {
-		werr = syncDir(filepath.Dir(j.path))
+		werr = j.syncDir(filepath.Dir(j.path))
 	}
 	if werr != nil {
 		j.mu.Unlock()
@@ -544,13 +662,15 @@ func (j *Journal) compact() (c Compaction) {
 	old := j.f
 	j.f, j.size, j.kept, j.dirty = nf, off, off/RecordSize, false
 	j.compacting, j.since = false, nil
+	j.failures, j.retryAt = 0, time.Time{}
 	j.mu.Unlock()
 	old.Close()
 	c.After = off
 	return c
 }
 
-func syncDir(dir string) error {
+// fsyncDir makes the directory's entries (a created or renamed file) durable.
+func fsyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -587,24 +707,30 @@ func (j *Journal) Close() error {
 	return err
 }
 
-// RemoveStale deletes the data files in dir of journals nobody holds whose last write is older
-// than maxAge (every record in them has expired): the ledgers of configurations that no longer
-// run. A journal that is open (its lock is held, in this process or another) is left alone;
-// the lock files stay, so a journal opened meanwhile is never split in two. It returns the
-// paths removed.
-func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]string, error) {
+// RemoveStale deletes the data files in dir of journals nobody holds whose last write is
+// older than their own MaxAge (every record in them has expired): the ledgers of
+// configurations that no longer run. Each file is judged by the MaxAge its lock file records,
+// so an instance with a short ledger_max_age never deletes the ledger of one with a longer
+// one; maxAge is used only for a file whose lock file records none. A journal that is open
+// (its lock is held, in this process or another) is left alone; the lock files stay, so a
+// journal opened meanwhile is never split in two. It returns what it removed.
+func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]Stale, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*"+FileSuffix))
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
+	var removed []Stale
 	var errs []error
 	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < maxAge {
+		lockPath := strings.TrimSuffix(p, FileSuffix) + LockSuffix
+		age := maxAge
+		if a, ok := recordedMaxAge(lockPath); ok {
+			age = a
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < age {
 			continue
 		}
-		lockPath := strings.TrimSuffix(p, FileSuffix) + LockSuffix
 		lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			errs = append(errs, err)
@@ -614,16 +740,26 @@ func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]string, err
 			lf.Close()
 			continue
 		}
-		// Check again under the lock: a journal may have been opened and written meanwhile.
-		if fi, err := os.Stat(p); err == nil && now.Sub(fi.ModTime()) >= maxAge {
+		// Check again under the lock: a journal may have been opened and written meanwhile,
+		// with another MaxAge.
+		if a, ok := recordedMaxAge(lockPath); ok {
+			age = a
+		}
+		if fi, err := os.Lstat(p); err == nil && now.Sub(fi.ModTime()) >= age {
 			if err := os.Remove(p); err != nil {
 				errs = append(errs, err)
 			} else {
-				removed = append(removed, p)
+				removed = append(removed, Stale{Path: p, MaxAge: age})
 			}
 		}
 		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
 		lf.Close()
 	}
 	return removed, errors.Join(errs...)
+}
+
+// Stale is a data file RemoveStale removed, and the MaxAge it was judged by.
+type Stale struct {
+	Path   string
+	MaxAge time.Duration
 }

@@ -151,7 +151,7 @@ func TestBadTailIsCutBackToTheLastGoodRecord(t *testing.T) {
 		{"torn last record", func(t *testing.T, p string) { truncate(t, p, 3*RecordSize+17) }, good, 17},
 		{"flipped bit in the last record", func(t *testing.T, p string) { flip(t, p, 3*RecordSize+20) }, good, RecordSize},
 		{"zeroed tail (no data after a crash)", func(t *testing.T, p string) { zero(t, p, 3*RecordSize, RecordSize) }, good, RecordSize},
-		{"corrupt record in the middle", func(t *testing.T, p string) { flip(t, p, RecordSize+3) }, good[:1], 3 * RecordSize},
+		{"corrupt last two records", func(t *testing.T, p string) { flip(t, p, 2*RecordSize+3); flip(t, p, 3*RecordSize+3) }, good[:2], 2 * RecordSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -390,12 +390,200 @@ func TestRemoveStaleDeletesOnlyOldUnheldLedgers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{Path(dir, "old-free")}, removed); diff != "" {
+	if diff := cmp.Diff([]Stale{{Path(dir, "old-free"), 24 * time.Hour}}, removed); diff != "" {
 		t.Errorf("removed (-want +got):\n%s", diff)
 	}
 	for name, want := range map[string]bool{"old-free": false, "old-held": true, "new-free": true} {
 		if _, err := os.Stat(Path(dir, name)); (err == nil) != want {
 			t.Errorf("%s exists = %v, want %v", name, err == nil, want)
 		}
+	}
+}
+
+// TestDamagedRecordInsideIsSkipped: a damaged record with good ones after it costs that
+// record only: the others load, the damage is counted, and the rewritten file is clean.
+func TestDamagedRecordInsideIsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	es := []Entry{settled(1, now), settled(2, now), settled(3, now), settled(4, now), settled(5, now)}
+	j, _, _ := openAll(t, dir, "a", Options{Now: clock})
+	appendAll(t, j, es...)
+	j.Close()
+	flip(t, Path(dir, "a"), RecordSize+3)
+	zero(t, Path(dir, "a"), 3*RecordSize, RecordSize)
+	j, got, rep := openAll(t, dir, "a", Options{Now: clock})
+	want := []Entry{es[0], es[2], es[4]}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("entries loaded (-want +got):\n%s", diff)
+	}
+	if rep.Damaged != 2 || rep.DamagedAt != RecordSize || rep.Cut != 0 {
+		t.Errorf("report %+v, want 2 damaged records from offset %d and nothing cut", rep, RecordSize)
+	}
+	appendAll(t, j, settled(6, now))
+	j.Close()
+	_, got, rep = openAll(t, dir, "a", Options{Now: clock})
+	if diff := cmp.Diff(append(want, settled(6, now)), got); diff != "" {
+		t.Errorf("entries after an append and reopen (-want +got):\n%s", diff)
+	}
+	if rep.Damaged != 0 || rep.Cut != 0 {
+		t.Errorf("second reopen found damage again: %+v", rep)
+	}
+}
+
+// blockCompaction puts a directory (not empty) where compactions write their new file, so
+// every compaction of dir/name fails.
+func blockCompaction(t *testing.T, dir, name string) (unblock func()) {
+	t.Helper()
+	tmp := Path(dir, name) + tmpSuffix
+	if err := os.MkdirAll(filepath.Join(tmp, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.RemoveAll(tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFailedCompactionAtOpenIsNotFatal: Open's compaction of expired records fails (a
+// leftover path in the way): Open still succeeds, reports the failure, and appends work.
+func TestFailedCompactionAtOpenIsNotFatal(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := openAll(t, dir, "a", Options{Now: clock})
+	old := now.Add(-48 * time.Hour)
+	for i := range 10 {
+		appendAll(t, j, settled(i, old))
+	}
+	appendAll(t, j, settled(10, now))
+	j.Close()
+	blockCompaction(t, dir, "a")
+	j, got, rep := openAll(t, dir, "a", Options{Now: clock})
+	if diff := cmp.Diff([]Entry{settled(10, now)}, got); diff != "" {
+		t.Errorf("entries loaded (-want +got):\n%s", diff)
+	}
+	if rep.Compaction == nil || rep.Compaction.Err == nil || rep.Compaction.Failures != 1 || rep.Compaction.Retry != CompactRetryMin {
+		t.Errorf("report.Compaction = %+v, want the failure, 1 in a row, retry in %v", rep.Compaction, CompactRetryMin)
+	}
+	appendAll(t, j, settled(11, now))
+	j.Close()
+	_, got, _ = openAll(t, dir, "a", Options{Now: clock})
+	if diff := cmp.Diff([]Entry{settled(10, now), settled(11, now)}, got); diff != "" {
+		t.Errorf("entries after an append and reopen (-want +got):\n%s", diff)
+	}
+}
+
+// TestFailedCompactionBacksOff: a compaction that keeps failing is tried once per back-off
+// (growing), not on every append, and the journal compacts again once the fault is gone.
+func TestFailedCompactionBacksOff(t *testing.T) {
+	dir := t.TempDir()
+	var (
+		mu    sync.Mutex
+		at    = now
+		comps []Compaction
+	)
+	tick := func() time.Time { mu.Lock(); defer mu.Unlock(); return at }
+	advance := func(d time.Duration) { mu.Lock(); at = at.Add(d); mu.Unlock() }
+	opt := Options{MaxEntries: 10, Now: tick, OnCompact: func(c Compaction) {
+		mu.Lock()
+		comps = append(comps, c)
+		mu.Unlock()
+	}}
+	unblock := blockCompaction(t, dir, "a")
+	j, _, _ := openAll(t, dir, "a", opt)
+	idle := j.wg.Wait // a background compaction and its OnCompact call have ended
+	n := 0
+	appendN := func(k int) {
+		for range k {
+			appendAll(t, j, settled(n, tick()))
+			n++
+			idle()
+		}
+	}
+	attempts := func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []time.Duration
+		for _, c := range comps {
+			if c.Err == nil {
+				out = append(out, 0)
+			} else {
+				out = append(out, c.Retry)
+			}
+		}
+		return out
+	}
+	appendN(1500)
+	if diff := cmp.Diff([]time.Duration{CompactRetryMin}, attempts()); diff != "" {
+		t.Fatalf("compactions for 1,500 appends (retry waits; -want +got):\n%s", diff)
+	}
+	advance(CompactRetryMin)
+	appendN(100)
+	if diff := cmp.Diff([]time.Duration{CompactRetryMin, 2 * CompactRetryMin}, attempts()); diff != "" {
+		t.Fatalf("compactions after the first back-off (-want +got):\n%s", diff)
+	}
+	unblock()
+	advance(2 * CompactRetryMin)
+	appendN(1)
+	if diff := cmp.Diff([]time.Duration{CompactRetryMin, 2 * CompactRetryMin, 0}, attempts()); diff != "" {
+		t.Fatalf("compactions once the fault is gone (-want +got):\n%s", diff)
+	}
+	if got := j.Size() / RecordSize; got > 10 {
+		t.Errorf("%d records after a successful compaction, want at most 10", got)
+	}
+}
+
+// TestNewFileSyncsItsDirectory: creating the ledger file fsyncs its directory, so the new
+// entry survives a power loss; reopening an existing file does not need to.
+func TestNewFileSyncsItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	var synced []string
+	opt := Options{Now: clock, syncDir: func(d string) error { synced = append(synced, d); return nil }}
+	j, _, _ := openAll(t, dir, "a", opt)
+	j.Close()
+	openAll(t, dir, "a", opt)
+	if diff := cmp.Diff([]string{dir}, synced); diff != "" {
+		t.Errorf("directories synced (-want +got):\n%s", diff)
+	}
+	// A failed fsync of the directory is reported, and the journal works.
+	opt.syncDir = func(string) error { return syscall.EIO }
+	j, _, rep := openAll(t, dir, "b", opt)
+	if !errors.Is(rep.SyncErr, syscall.EIO) {
+		t.Errorf("Report.SyncErr = %v, want the EIO of the directory's fsync", rep.SyncErr)
+	}
+	appendAll(t, j, settled(1, now))
+}
+
+// TestRemoveStaleJudgesEachFileByItsOwnMaxAge: two instances sharing the directory with 1h
+// and 48h, both unused for 2h: only the 1h ledger goes, whoever calls RemoveStale. A file
+// whose lock file records no age is judged by the caller's.
+func TestRemoveStaleJudgesEachFileByItsOwnMaxAge(t *testing.T) {
+	dir := t.TempDir()
+	ages := map[string]time.Duration{"short": time.Hour, "long": 48 * time.Hour, "legacy": 48 * time.Hour}
+	past := now.Add(-2 * time.Hour)
+	for name, age := range ages {
+		j, _, _ := openAll(t, dir, name, Options{Now: clock, MaxAge: age})
+		appendAll(t, j, settled(1, past))
+		j.Close()
+		if err := os.Chtimes(Path(dir, name), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "legacy"+LockSuffix), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, caller := range []time.Duration{time.Hour, 48 * time.Hour} {
+		removed, err := RemoveStale(dir, caller, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []Stale{{Path(dir, "legacy"), time.Hour}, {Path(dir, "short"), time.Hour}}
+		if caller != time.Hour {
+			want = nil // already removed by the first call
+		}
+		if diff := cmp.Diff(want, removed); diff != "" {
+			t.Errorf("RemoveStale(%v) removed (-want +got):\n%s", caller, diff)
+		}
+	}
+	if _, err := os.Stat(Path(dir, "long")); err != nil {
+		t.Errorf("the 48h ledger was removed: %v", err)
 	}
 }

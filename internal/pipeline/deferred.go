@@ -42,6 +42,22 @@ func (d *deferrals) setKey(k ledgerKey, to []string) bool {
 	return true
 }
 
+// loadKey records recipients read back from the ledger file at start-up. The limit does not
+// apply: dropping them would send those emails to every recipient again. The caller warns
+// when more than the limit were loaded.
+func (d *deferrals) loadKey(k ledgerKey, to []string) {
+	d.mu.Lock()
+	d.m[k] = to
+	d.mu.Unlock()
+}
+
+// len returns how many emails have recipients owed.
+func (d *deferrals) len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.m)
+}
+
 // done forgets id: every recipient has been served, for good or ill.
 func (d *deferrals) done(id string) { d.doneKey(keyOf(id)) }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/journal"
-	"github.com/smtpout/smtpout/mailer"
 )
 
 // durable is the on-disk side of an instance's ledger (ledger_dir): every settlement and
@@ -59,6 +58,12 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 	for i, r := range d.rcpts {
 		d.index[strings.ToLower(r)] = i
 	}
+	d.failed = func(err error) {
+		in.ledgerErrs.Add(1)
+		in.logQuiet(LevelError, fmt.Sprintf(
+			"ledger: cannot write to ledger_dir %s: %v; delivery goes on, but after a restart the emails whose settlement was not written may be sent again (at-least-once)",
+			cfg.LedgerDir, err))
+	}
 	base := ledgerName(cfg)
 	opt := journal.Options{
 		MaxEntries: cfg.LedgerMaxEntries,
@@ -66,7 +71,7 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 		Now:        now,
 		OnCompact: func(c journal.Compaction) {
 			if c.Err != nil {
-				in.logQuiet(LevelWarn, "ledger: "+c.Err.Error()+"; the ledger file keeps growing until a compaction succeeds")
+				in.log.Log(LevelWarn, compactionWarning(c)) // at most one per back-off
 				return
 			}
 			if in.log.Enabled(LevelDebug) {
@@ -75,24 +80,14 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 		},
 	}
 	var (
-		settled, deferred int
-		rep               journal.Report
-		err               error
+		settled int
+		rep     journal.Report
+		err     error
 	)
+	in.disk = d // load reads the recipients of deferred records from it
 	load := func(e journal.Entry) {
-		k := ledgerKey(e.Key)
-		switch e.Kind {
-		case journal.Settled:
-			in.ledger.settleKey(k)
-			in.owed.doneKey(k)
+		if in.load(e) == verdictSettled {
 			settled++
-		case journal.Deferred:
-			if to := d.addresses(e.Mask); len(to) > 0 && !in.ledger.settled(k) {
-				in.owed.setKey(k, to)
-				deferred++
-			} else {
-				in.owed.doneKey(k)
-			}
 		}
 	}
 	namesMu.Lock()
@@ -116,35 +111,91 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 		if errors.Is(err, journal.ErrLocked) {
 			msg = fmt.Sprintf("configuration: ledger_dir: %s is in use by another Fluent Bit process (%v): give each process its own ledger_dir", cfg.LedgerDir, err)
 		}
+		in.disk = nil
 		in.log.Log(LevelError, msg)
 		in.log.Log(LevelError, "not started: the ledger in ledger_dir cannot be used")
 		return false
+	}
+	if rep.Damaged > 0 {
+		in.log.Log(LevelWarn, fmt.Sprintf(
+			"ledger: %s: skipped %d damaged record(s) (the first at offset %d) and kept the good records after them; emails settled in the damaged records may be sent again",
+			rep.Path, rep.Damaged, rep.DamagedAt))
 	}
 	if rep.Cut > 0 {
 		in.log.Log(LevelWarn, fmt.Sprintf(
 			"ledger: %s: removed a damaged tail of %d bytes (%s), kept the %d good records before it; emails settled in the damaged part may be sent again",
 			rep.Path, rep.Cut, rep.Reason, rep.Loaded+rep.Expired))
 	}
+	if rep.SyncErr != nil {
+		d.failed(rep.SyncErr)
+	}
+	if c := rep.Compaction; c != nil && c.Err != nil {
+		in.log.Log(LevelWarn, compactionWarning(*c))
+	}
+	deferred := in.owed.len()
 	in.log.Log(LevelInfo, fmt.Sprintf(
 		"ledger: %s: %d settled Message-ID(s) and %d email(s) with deferred recipients loaded, %d expired record(s) dropped; %d bytes on disk (keeps %d entries for %v)",
 		rep.Path, settled, deferred, rep.Expired, rep.Size, cfg.LedgerMaxEntries, cfg.LedgerMaxAge))
-	// Ledgers of configurations that no longer run: every record in them has expired.
-	removed, err := journal.RemoveStale(cfg.LedgerDir, cfg.LedgerMaxAge, now())
-	if len(removed) > 0 {
-		in.log.Log(LevelInfo, fmt.Sprintf("ledger: removed %d ledger file(s) unused for more than %v: %s",
-			len(removed), cfg.LedgerMaxAge, strings.Join(removed, ", ")))
+	if deferred > in.owed.limit {
+		in.log.Log(LevelWarn, fmt.Sprintf(
+			"ledger: %s: %d emails with deferred recipients loaded, more than the %d kept for new deferrals: all %d are kept; until fewer than %d remain, recipients deferred anew are dropped (each with an [error] line)",
+			rep.Path, deferred, in.owed.limit, deferred, in.owed.limit))
 	}
-	if err != nil {
-		in.log.Log(LevelWarn, "ledger: removing unused ledger files: "+err.Error())
-	}
-	d.failed = func(err error) {
-		in.ledgerErrs.Add(1)
-		in.logQuiet(LevelError, fmt.Sprintf(
-			"ledger: cannot write to ledger_dir %s: %v; delivery goes on, but after a restart the emails whose settlement was not written may be sent again (at-least-once)",
-			cfg.LedgerDir, err))
-	}
-	in.disk = d
+	retainLater(cfg.LedgerDir, cfg.LedgerMaxAge)
 	return true
+}
+
+// compactionWarning is the [ warn] line of a failed compaction: the file keeps its expired
+// records until one succeeds, and the next attempt waits.
+func compactionWarning(c journal.Compaction) string {
+	return fmt.Sprintf("ledger: %v; delivery goes on and the ledger file keeps its expired records (%d bytes) until a compaction succeeds; %d failure(s) in a row, next attempt in %v",
+		c.Err, c.Before, c.Failures, c.Retry)
+}
+
+// Retention of unused ledger files (journal.RemoveStale) waits until every instance of the
+// running configuration has opened its ledger, so that it can never remove one of theirs: an
+// open journal holds its flock, and RemoveStale leaves locked files alone. Fluent Bit calls
+// every FLBPluginInit before the first flush (and again on a hot reload), and the plugin is
+// loaded once per process, so the first flush after start-up runs it, for every ledger_dir.
+var (
+	retentionMu sync.Mutex
+	retention   = make(map[string]time.Duration) // ledger_dir -> longest ledger_max_age there
+)
+
+// retainLater schedules the removal of unused ledger files in dir for the first flush.
+func retainLater(dir string, maxAge time.Duration) {
+	retentionMu.Lock()
+	retention[dir] = max(retention[dir], maxAge)
+	retentionMu.Unlock()
+}
+
+// removeStale removes, once after start-up, the ledger files no instance has used for longer
+// than their own ledger_max_age (the configurations that no longer run), and logs it.
+func (in *Instance) removeStale(now time.Time) {
+	retentionMu.Lock()
+	if len(retention) == 0 {
+		retentionMu.Unlock()
+		return
+	}
+	dirs := retention
+	retention = make(map[string]time.Duration)
+	retentionMu.Unlock()
+	for dir, maxAge := range dirs {
+		// maxAge judges only files whose lock file records no age of their own (written by
+		// an older smtpout): the longest of this process, the safe side.
+		removed, err := journal.RemoveStale(dir, maxAge, now)
+		if len(removed) > 0 {
+			parts := make([]string, len(removed))
+			for i, r := range removed {
+				parts[i] = fmt.Sprintf("%s (ledger_max_age %v)", r.Path, r.MaxAge)
+			}
+			in.log.Log(LevelInfo, fmt.Sprintf("ledger: removed %d ledger file(s) unused for longer than their ledger_max_age: %s",
+				len(removed), strings.Join(parts, ", ")))
+		}
+		if err != nil {
+			in.log.Log(LevelWarn, "ledger: removing unused ledger files: "+err.Error())
+		}
+	}
 }
 
 func addrs(as []mail.Address) []string {
@@ -195,29 +246,12 @@ func (d *durable) append(kind journal.Kind, id string, mask uint64) {
 // settle records id as settled for good.
 func (d *durable) settle(id string) { d.append(journal.Settled, id, 0) }
 
-// recordResult writes what res means for the ledger as soon as the server has answered: a
-// settlement (delivered to all, or rejected for good), or the recipients still owed (a
-// delivery with some recipients refused for now). A retry writes nothing.
-func (d *durable) recordResult(id string, res mailer.Result) {
-	switch res.Outcome {
-	case mailer.Delivered:
-		var owed []string
-		for _, r := range res.Rejected {
-			if r.Code >= 400 && r.Code < 500 {
-				owed = append(owed, r.Address)
-			}
-		}
-		if len(owed) == 0 {
-			d.settle(id)
-			return
-		}
-		if m, ok := d.mask(owed); ok {
-			d.append(journal.Deferred, id, m)
-		}
-		// else: not expressible on disk; after a restart the email goes to every recipient
-		// again (at-least-once), while this process still sends to the owed ones only.
-	case mailer.Rejected:
-		d.settle(id)
+// owe records the recipients still owed id. Recipients beyond the first 64 cannot be
+// written: after a restart the email then goes to every recipient again (at-least-once),
+// while this process still sends to the owed ones only.
+func (d *durable) owe(id string, owed []string) {
+	if m, ok := d.mask(owed); ok {
+		d.append(journal.Deferred, id, m)
 	}
 }
 

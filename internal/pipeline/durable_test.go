@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net/mail"
 	"os"
 	"path/filepath"
@@ -242,7 +244,8 @@ func TestDamagedLedgerWarnsAndStarts(t *testing.T) {
 // one [error] line says so, the error is counted, and in this process nothing is sent twice.
 func TestFullDiskFallsBackToAtLeastOnce(t *testing.T) {
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4k"); err != nil {
+	// 8 KiB: one page for the lock file (it records ledger_max_age), 4 KiB for the ledger.
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8k"); err != nil {
 		t.Skipf("cannot mount a tmpfs here (%v); internal/journal tests the full disk with an injected writer", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, 0) })
@@ -419,7 +422,7 @@ func TestFlushAfterStopSignalUsesWhatIsLeftOfTheBudget(t *testing.T) {
 }
 
 // TestUnusedLedgersAreRemoved: the ledger of a configuration that has not run for longer than
-// ledger_max_age is deleted when an instance starts; the current one stays.
+// ledger_max_age is deleted at the first flush after start-up; the current one stays.
 func TestUnusedLedgersAreRemoved(t *testing.T) {
 	dir := t.TempDir()
 	oldCfg := durableConfig(dir, "old@example.com")
@@ -432,11 +435,126 @@ func TestUnusedLedgersAreRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := &recorder{Max: LevelInfo}
-	mustOpenDurable(t, durableConfig(dir, "new@example.com"), newSender(), log)
+	mustOpenDurable(t, durableConfig(dir, "new@example.com"), newSender(), log).Flush("app", records(1, nil))
 	if _, err := os.Stat(oldPath); !os.IsNotExist(err) {
 		t.Errorf("the unused ledger %s is still there: %v", oldPath, err)
 	}
-	if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "removed 1 ledger file(s) unused for more than 24h0m0s") {
+	if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "removed 1 ledger file(s) unused for longer than their ledger_max_age: "+oldPath+" (ledger_max_age 24h0m0s)") {
 		t.Errorf("no info line about the removed ledger:\n%s", info)
+	}
+}
+
+// TestSharedLedgerDirKeepsEveryInstancesLedger: two outputs share ledger_dir with
+// ledger_max_age 1h and 48h; after two hours of downtime the 1h output starts and flushes
+// first. Neither ledger file is removed, and the 48h output skips everything it had settled.
+func TestSharedLedgerDirKeepsEveryInstancesLedger(t *testing.T) {
+	for _, order := range []string{"short flushes before long opens", "both open, then flush"} {
+		t.Run(order, func(t *testing.T) {
+			dir := t.TempDir()
+			short := durableConfig(dir, "short@example.com")
+			short.LedgerMaxAge = time.Hour
+			long := durableConfig(dir, "long@example.com")
+			long.LedgerMaxAge = 48 * time.Hour
+			for _, cfg := range []config.Config{short, long} {
+				in := mustOpenDurable(t, cfg, newSender(), &recorder{Max: LevelInfo})
+				in.Flush("app", records(5, nil))
+				in.Close()
+				past := time.Now().Add(-2 * time.Hour)
+				if err := os.Chtimes(journal.Path(dir, ledgerName(cfg)), past, past); err != nil {
+					t.Fatal(err)
+				}
+			}
+			logS, logL := &recorder{Max: LevelInfo}, &recorder{Max: LevelInfo}
+			sL := newSender()
+			var inL *Instance
+			inS := mustOpenDurable(t, short, newSender(), logS)
+			if order == "both open, then flush" {
+				inL = mustOpenDurable(t, long, sL, logL)
+			}
+			inS.Flush("app", records(1, nil))
+			if inL == nil {
+				inL = mustOpenDurable(t, long, sL, logL)
+			}
+			if _, st := inL.Flush("app", records(5, nil)); st.Skipped != 5 || len(sL.order) != 0 {
+				t.Errorf("48h output after the restart: %+v, %d sent; want all 5 skipped", st, len(sL.order))
+			}
+			for _, cfg := range []config.Config{short, long} {
+				if _, err := os.Stat(journal.Path(dir, ledgerName(cfg))); err != nil {
+					t.Errorf("ledger of the %v output: %v", cfg.LedgerMaxAge, err)
+				}
+			}
+			if info := logS.all() + logL.all(); strings.Contains(info, "removed") {
+				t.Errorf("a ledger file was removed:\n%s", info)
+			}
+		})
+	}
+}
+
+// TestFailedCompactionAtStartWarnsAndStarts: the compaction at start-up fails (a leftover
+// directory where its new file goes): the instance starts with one [ warn] line and its
+// records still hold back their emails.
+func TestFailedCompactionAtStartWarnsAndStarts(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(dir)
+	name := ledgerName(cfg)
+	j, _, err := journal.Open(dir, name, journal.Options{}, func(journal.Entry) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * cfg.LedgerMaxAge).UnixNano()
+	for i := range 20 {
+		if err := j.Append(journal.Entry{Kind: journal.Settled, Time: old, Key: journal.Key{byte(i), 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	if err := os.MkdirAll(filepath.Join(journal.Path(dir, name)+".compact", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for run := 1; run <= 2; run++ {
+		log := &recorder{Max: LevelInfo}
+		in, ok := openDurableInstance(t, cfg, newSender(), log)
+		if !ok {
+			t.Fatalf("run %d: not started after a failed compaction:\n%s", run, log.all())
+		}
+		if w := log.at(LevelWarn); len(w) != 1 || !strings.Contains(w[0], "compact") || !strings.Contains(w[0], "next attempt in 1m0s") {
+			t.Errorf("run %d: warn lines = %q, want one about the failed compaction and its back-off", run, w)
+		}
+		_, st := in.Flush("app", records(3, nil))
+		if want := map[int]int{1: 0, 2: 3}[run]; st.Skipped != want {
+			t.Errorf("run %d: %+v, want %d skipped", run, st, want)
+		}
+		in.Close()
+	}
+}
+
+// TestDeferredRecipientsBeyondTheLimitAreKept: more emails with deferred recipients on disk
+// than the in-memory limit: every one is loaded (none goes to everybody again) and a
+// [ warn] line gives the count.
+func TestDeferredRecipientsBeyondTheLimitAreKept(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(dir, "soc@example.com", "busy@example.com")
+	j, _, err := journal.Open(dir, ledgerName(cfg), journal.Options{}, func(journal.Entry) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := DefaultDeferredLimit + 5
+	at := time.Now().UnixNano()
+	for i := range n {
+		e := journal.Entry{Kind: journal.Deferred, Time: at, Mask: 0b10}
+		binary.LittleEndian.PutUint64(e.Key[:], uint64(i))
+		if err := j.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	log := &recorder{Max: LevelInfo}
+	in := mustOpenDurable(t, cfg, newSender(), log)
+	if got := in.owed.len(); got != n {
+		t.Errorf("%d emails with deferred recipients in memory, want all %d", got, n)
+	}
+	want := fmt.Sprintf("%d emails with deferred recipients loaded, more than the %d kept for new deferrals: all %d are kept", n, DefaultDeferredLimit, n)
+	if w := log.at(LevelWarn); len(w) != 1 || !strings.Contains(w[0], want) {
+		t.Errorf("warn lines = %q, want one containing %q", w, want)
 	}
 }

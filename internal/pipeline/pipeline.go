@@ -117,15 +117,13 @@ func (s *Stats) add(o Stats) {
 // Instance is one running smtp output. Flush is safe for concurrent use (Fluent Bit's
 // Workers); Close ends it.
 type Instance struct {
-	render Renderer
-	send   Sender
-	log    Logger
-	ledger *Ledger
-	owed   *deferrals // recipients refused for now on emails others received
-	quiet  *repeats
-	guard  *guard             // nil when the storm guard is off
-	dead   *deadletter.Writer // nil without dead_letter_dir
-	disk   *durable           // nil without ledger_dir (durable.go)
+	render          Renderer
+	send            Sender
+	log             Logger
+	*deliveryLedger // settled IDs, claims, deferred recipients, ledger_dir (delivery.go)
+	quiet           *repeats
+	guard           *guard             // nil when the storm guard is off
+	dead            *deadletter.Writer // nil without dead_letter_dir
 
 	flushTimeout time.Duration
 	stopped      func() time.Time // Options.StopSignalled; nil: never
@@ -158,11 +156,13 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		render: r,
 		send:   s,
 		log:    log,
-		ledger: NewLedger(opt.LedgerSize),
-		owed:   newDeferrals(DefaultDeferredLimit),
-		quiet:  newRepeats(opt.RepeatWindow, opt.Now),
-		guard:  newGuard(opt.MaxEmailsPerMinute, opt.Now),
-		dead:   opt.DeadLetters,
+		deliveryLedger: &deliveryLedger{
+			ledger: NewLedger(opt.LedgerSize),
+			owed:   newDeferrals(DefaultDeferredLimit),
+		},
+		quiet: newRepeats(opt.RepeatWindow, opt.Now),
+		guard: newGuard(opt.MaxEmailsPerMinute, opt.Now),
+		dead:  opt.DeadLetters,
 
 		flushTimeout: opt.FlushTimeout,
 		stopped:      opt.StopSignalled,
@@ -300,6 +300,9 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}
 	in.active++
 	in.mu.Unlock()
+	if in.disk != nil {
+		in.removeStale(in.disk.now()) // once after start-up, when every instance has its ledger
+	}
 	ctx, cancel := in.budget()
 	defer cancel()
 	defer func() {
@@ -500,18 +503,22 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 	return batch, retry
 }
 
-// sendBatch sends the claimed emails, settles or releases each claim, logs the outcomes and
-// reports whether any needs a retry.
+// sendBatch sends the claimed emails and reports whether any needs a retry. Each email's
+// Result is resolved (deliveryLedger.resolve: settled, deferred or retry, on disk and in
+// memory) by the mailer's Done callback as soon as the server has answered; what is left here
+// is counting and logging what was decided, and resolving the emails the mailer never tried.
 func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, st *Stats) (retry bool) {
 	msgs := make([]mailer.Message, len(batch))
+	decided := make([]resolution, len(batch))
+	resolved := make([]bool, len(batch)) // each written by the Done of its own email only
 	for i, p := range batch {
-		msgs[i] = mailer.Message{ID: p.email.MessageID, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
-		if d := in.disk; d != nil {
-			id := p.email.MessageID
-			msgs[i].Done = func(res mailer.Result) { d.recordResult(id, res) }
+		id := p.email.MessageID
+		msgs[i] = mailer.Message{ID: id, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
+		msgs[i].Done = func(res mailer.Result) {
+			decided[i] = in.resolve(id, res)
+			resolved[i] = true
 		}
 	}
-	resolved := make([]bool, len(batch))
 	defer func() {
 		// A panic in Send must not leave claims behind: release what was not resolved.
 		for i, done := range resolved {
@@ -533,75 +540,41 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			res = mailer.Result{Outcome: mailer.Retry, Err: errors.New("no result from the mailer")}
 		}
 		id := p.email.MessageID
+		if !resolved[i] { // never tried: the mailer did not call Done
+			decided[i] = in.resolve(id, res)
+			resolved[i] = true
+		}
 		if res.Resent {
 			in.log.Log(LevelWarn, fmt.Sprintf(
 				"delivery of Message-ID <%s> may be repeated: it was sent again on a new connection, because the first one closed before the server answered it (tag %q)",
 				id, tag))
 		}
-		switch res.Outcome {
-		case mailer.Delivered:
+		d := decided[i]
+		switch {
+		case d.verdict == verdictRetry:
+			in.countRetry(id, res, &retryOrder, retryErrs, operator)
+			st.Retried++
+			retry = true
+		case res.Outcome == mailer.Delivered: // settled, or deferred for some recipients
 			st.Delivered++
 			st.Bytes += len(p.email.Data)
 			if res.Elapsed > 0 {
 				st.Latencies = append(st.Latencies, res.Elapsed)
 			}
-			var owed []string
-			for _, r := range res.Rejected {
-				if r.Code >= 400 && r.Code < 500 {
-					owed = append(owed, r.Address)
-					in.log.Log(LevelWarn, fmt.Sprintf(
-						"recipient deferred: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s; the email will be sent to the deferred recipient(s) only, on retry",
-						r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
-					continue
-				}
-				st.RecipientsRejected++
-				in.log.Log(LevelError, fmt.Sprintf(
-					"recipient rejected: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s",
-					r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
-			}
-			if len(owed) > 0 && in.owed.set(id, owed) {
-				in.ledger.Release(id)
+			in.logRecipients(tag, id, res, st)
+			if d.verdict == verdictDeferred {
 				retry = true
-				break
 			}
-			if len(owed) > 0 {
+			if d.dropped {
 				in.log.Log(LevelError, fmt.Sprintf(
 					"message_id=<%s>: %d deferred recipient(s) dropped: more than %d emails are waiting for deferred recipients",
-					id, len(owed), DefaultDeferredLimit))
-				if in.disk != nil {
-					in.disk.settle(id) // the ledger file holds the owed recipients: end them
-				}
+					id, len(d.owed), in.owed.limit))
 			}
-			in.owed.done(id)
-			in.ledger.Settle(id)
-		case mailer.Rejected:
-			in.owed.done(id)
-			in.ledger.Settle(id) // never resent: 5xx is permanent
+		default: // rejected for good
 			st.Rejected++
 			in.logRejected(tag, p, res)
 			in.deadLetterRejected(tag, p, res)
-		default: // mailer.Retry and anything unknown
-			in.ledger.Release(id)
-			st.Retried++
-			retry = true
-			text := "unknown error"
-			if res.Err != nil {
-				text = res.Err.Error()
-			}
-			if res.Ambiguous {
-				in.log.Log(LevelWarn, fmt.Sprintf(
-					"delivery of Message-ID <%s> is uncertain (connection lost after the message was sent); it will be sent again with the same Message-ID: %s",
-					id, text))
-			}
-			if retryErrs[text] == 0 {
-				retryOrder = append(retryOrder, text)
-			}
-			retryErrs[text]++
-			if needsOperator(res.Err) {
-				operator[text] = true
-			}
 		}
-		resolved[i] = true
 	}
 	for _, text := range retryOrder {
 		level, what := LevelWarn, "will be retried"
@@ -611,6 +584,45 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		in.logQuiet(level, fmt.Sprintf("tag %q: %d email(s) %s: %s", tag, retryErrs[text], what, text))
 	}
 	return retry
+}
+
+// countRetry adds an email to be retried to the flush's summary of retry errors (one line per
+// distinct error, [error] when it needs the operator) and warns at once when its delivery is
+// uncertain.
+func (in *Instance) countRetry(id string, res mailer.Result, order *[]string, count map[string]int, operator map[string]bool) {
+	text := "unknown error"
+	if res.Err != nil {
+		text = res.Err.Error()
+	}
+	if res.Ambiguous {
+		in.log.Log(LevelWarn, fmt.Sprintf(
+			"delivery of Message-ID <%s> is uncertain (connection lost after the message was sent); it will be sent again with the same Message-ID: %s",
+			id, text))
+	}
+	if count[text] == 0 {
+		*order = append(*order, text)
+	}
+	count[text]++
+	if needsOperator(res.Err) {
+		operator[text] = true
+	}
+}
+
+// logRecipients writes a line for each recipient refused on a delivered email: [ warn] for
+// one refused for now (deferred), [error] for one refused for good, which it counts.
+func (in *Instance) logRecipients(tag, id string, res mailer.Result, st *Stats) {
+	for _, r := range res.Rejected {
+		if r.Code >= 400 && r.Code < 500 {
+			in.log.Log(LevelWarn, fmt.Sprintf(
+				"recipient deferred: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s; the email will be sent to the deferred recipient(s) only, on retry",
+				r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
+			continue
+		}
+		st.RecipientsRejected++
+		in.log.Log(LevelError, fmt.Sprintf(
+			"recipient rejected: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s",
+			r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
+	}
 }
 
 // logRejected writes the [error] line(s) of a permanently rejected email: one per refused

@@ -1,0 +1,96 @@
+package pipeline
+
+import (
+	"github.com/smtpout/smtpout/internal/journal"
+	"github.com/smtpout/smtpout/mailer"
+)
+
+// deliveryLedger is everything an instance remembers about its deliveries: the settled
+// Message-IDs and the claims of flushes in progress (ledger), the recipients still owed an
+// email others have received (owed), and with ledger_dir the journal on disk (disk). resolve
+// is the one place that decides what a delivery Result means for them.
+type deliveryLedger struct {
+	ledger *Ledger
+	owed   *deferrals
+	disk   *durable // nil without ledger_dir (durable.go)
+}
+
+// Verdicts of resolve: what a Result means for the ledger.
+type verdict int
+
+const (
+	// verdictRetry: nothing settled; the claim is released and the email sent again later.
+	verdictRetry verdict = iota
+	// verdictSettled: done for good (delivered to every recipient it was sent to, rejected
+	// with 5xx, or owed recipients that could not be remembered: see resolution.dropped).
+	verdictSettled
+	// verdictDeferred: delivered to some recipients; the others (resolution.owed) refused it
+	// for now and get it, alone, on a retry.
+	verdictDeferred
+)
+
+// resolution is what resolve decided for one email.
+type resolution struct {
+	verdict verdict
+	// owed are the recipients refused for now (4xx) on a delivered email.
+	owed []string
+	// dropped: owed is not empty but the table of deferred recipients is full, so they are
+	// not sent the email again (verdictSettled).
+	dropped bool
+}
+
+// resolve turns the Result of the email id into settled, deferred or retry, and records it:
+// in the journal first (as soon as the server has answered, before the flush returns), then
+// in memory, ending the claim on id. It is called once per email sent, from the mailer's
+// Done callback, or by sendBatch for an email the mailer never tried.
+func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
+	var r resolution
+	switch res.Outcome {
+	case mailer.Delivered:
+		for _, rc := range res.Rejected {
+			if rc.Code >= 400 && rc.Code < 500 {
+				r.owed = append(r.owed, rc.Address)
+			}
+		}
+		if len(r.owed) > 0 && b.owed.set(id, r.owed) {
+			r.verdict = verdictDeferred
+			if b.disk != nil {
+				b.disk.owe(id, r.owed)
+			}
+			b.ledger.Release(id)
+			return r
+		}
+		r.dropped = len(r.owed) > 0
+		r.verdict = verdictSettled
+	case mailer.Rejected:
+		r.verdict = verdictSettled // never resent: 5xx is permanent
+	default: // mailer.Retry and anything unknown
+		b.ledger.Release(id)
+		return r
+	}
+	if b.disk != nil {
+		b.disk.settle(id)
+	}
+	b.owed.done(id)
+	b.ledger.Settle(id)
+	return r
+}
+
+// load hands one record of the journal to the in-memory ledger and deferrals, at start-up.
+// It reports what the record was (settled, deferred, or neither: an obsolete deferral).
+func (b *deliveryLedger) load(e journal.Entry) verdict {
+	k := ledgerKey(e.Key)
+	switch e.Kind {
+	case journal.Settled:
+		b.ledger.settleKey(k)
+		b.owed.doneKey(k)
+		return verdictSettled
+	case journal.Deferred:
+		if to := b.disk.addresses(e.Mask); len(to) > 0 && !b.ledger.settled(k) {
+			b.owed.loadKey(k, to) // never refused: the file is bounded by ledger_max_age
+			return verdictDeferred
+		}
+		b.owed.doneKey(k)
+	}
+	return verdictRetry
+}
