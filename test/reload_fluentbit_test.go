@@ -3,6 +3,9 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,11 +29,12 @@ const hotReloadFlushTimeout = "0.5s"
 const hotReloadService = "    Hot_Reload On\n"
 
 // newHotReloadRig is newRestartRig (filesystem storage, ledger_dir) with Hot_Reload On and
-// the smtp output's Workers 0 and flush_timeout, as the README recommends for hot reload.
-func newHotReloadRig(t *testing.T, keys map[string]string) *restartRig {
+// the smtp output's Workers 0 and flush_timeout, as the README recommends for hot reload;
+// service adds [SERVICE] lines.
+func newHotReloadRig(t *testing.T, keys map[string]string, service string) *restartRig {
 	t.Helper()
 	keys["flush_timeout"] = hotReloadFlushTimeout
-	r := newRestartRig(t, keys, hotReloadService)
+	r := newRestartRig(t, keys, hotReloadService+service)
 	b, err := os.ReadFile(r.conf)
 	if err != nil {
 		t.Fatal(err)
@@ -45,13 +49,18 @@ func newHotReloadRig(t *testing.T, keys map[string]string) *restartRig {
 	return r
 }
 
-// reload sends SIGHUP and waits until Fluent Bit logged its n-th successful reload and the
-// forward input accepts a connection again.
+// reload sends SIGHUP and waits until Fluent Bit logged its n-th successful reload.
 func (r *restartRig) reload(n int) {
 	r.t.Helper()
 	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		r.t.Fatalf("SIGHUP: %v", err)
 	}
+	r.waitReloaded(n)
+}
+
+// waitReloaded waits until Fluent Bit logged its n-th successful reload.
+func (r *restartRig) waitReloaded(n int) {
+	r.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for len(linesWith(r.log(), "[reload] successful reload done")) < n {
 		select {
@@ -61,9 +70,30 @@ func (r *restartRig) reload(n int) {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("no successful reload %d within 60s of SIGHUP", n)
+			r.t.Fatalf("no successful reload %d within 60s", n)
 		}
 	}
+}
+
+// reloadHTTP asks for the n-th reload through Fluent Bit's HTTP endpoint (POST
+// /api/v2/reload on addr, HTTP_Server On) and waits as reload does.
+func (r *restartRig) reloadHTTP(addr string, n int) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	resp, err := http.Post("http://"+addr+"/api/v2/reload", "application/json", nil)
+	for err != nil && time.Now().Before(deadline) { // the server restarts with each reload
+		time.Sleep(100 * time.Millisecond)
+		resp, err = http.Post("http://"+addr+"/api/v2/reload", "application/json", nil)
+	}
+	if err != nil {
+		r.t.Fatalf("POST /api/v2/reload: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		r.t.Fatalf("POST /api/v2/reload: %s %s", resp.Status, body)
+	}
+	r.waitReloaded(n)
 }
 
 // sendAfterReload is send for the moments after a reload, when the forward socket may still
@@ -104,7 +134,7 @@ func (r *restartRig) stopWith(sig syscall.Signal) (time.Duration, error) {
 func TestFluentBitFiveHotReloadsDeliverAfterEach(t *testing.T) {
 	fluentBit(t)
 	fs := startFaultServer(t, faultOptions{})
-	r := newHotReloadRig(t, faultKeys(fs, "soc@example.com"))
+	r := newHotReloadRig(t, faultKeys(fs, "soc@example.com"), "")
 	const per = 20
 	r.start()
 	r.send("app.reload", numbered(0, per))
@@ -131,21 +161,25 @@ func TestFluentBitFiveHotReloadsDeliverAfterEach(t *testing.T) {
 	checkSignatures(t, fs)
 }
 
-// TestFluentBitStopSignalAfterTwoReloadsExitsInGrace: two hot reloads, then records to a
-// server that takes 40 ms a reply and, in the middle of the chunk, SIGTERM, SIGINT or
-// SIGQUIT (Fluent Bit stops gracefully on each): Fluent Bit exits within its Grace (5 s)
-// because the plugin still watches the signal after the reloads and ends the flush at
-// flush_timeout; after a restart on the same storage and ledger every record arrives once.
+// TestFluentBitStopSignalAfterTwoReloadsExitsInGrace: two hot reloads (SIGHUP, then Fluent
+// Bit's HTTP endpoint POST /api/v2/reload), then records to a server that takes 40 ms a
+// reply and, in the middle of the chunk, SIGTERM, SIGINT or SIGQUIT (Fluent Bit stops
+// gracefully on each): Fluent Bit exits within its Grace (5 s) because the plugin still
+// watches the signal after the reloads and ends the flush at flush_timeout; after a restart
+// on the same storage and ledger every record arrives once.
 func TestFluentBitStopSignalAfterTwoReloadsExitsInGrace(t *testing.T) {
 	fluentBit(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} {
 		t.Run(signalName(sig), func(t *testing.T) {
 			fs := startFaultServer(t, faultOptions{delay: 40 * time.Millisecond})
-			r := newHotReloadRig(t, faultKeys(fs, "soc@example.com"))
+			api := reservePort(t)
+			host, port, _ := net.SplitHostPort(api)
+			r := newHotReloadRig(t, faultKeys(fs, "soc@example.com"),
+				fmt.Sprintf("    HTTP_Server On\n    HTTP_Listen %s\n    HTTP_Port %s\n", host, port))
 			const total = 600
 			r.start()
-			r.reload(1)
-			r.reload(2)
+			r.reload(1)          // SIGHUP
+			r.reloadHTTP(api, 2) // POST /api/v2/reload
 			r.sendAfterReload("app.stop", numbered(0, total))
 			storedAtLeast(fs, 50)
 			took, err := r.stopWith(sig)
