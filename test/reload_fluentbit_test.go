@@ -201,15 +201,7 @@ func TestFluentBitStopSignalAfterTwoReloadsExitsInGrace(t *testing.T) {
 			if before.Distinct == total {
 				t.Fatalf("all %d records arrived before the signal: the scenario needs a stop mid-chunk", total)
 			}
-			r.start()
-			waitDistinct(fs, total, 2*time.Minute)
-			r.term()
-			c := countDelivery(fs, span(0, total))
-			if len(c.Lost) > 0 || c.Duplicates > 0 {
-				t.Errorf("after the restart: lost=%d %v duplicates=%d, want none of either",
-					len(c.Lost), head(c.Lost, 20), c.Duplicates)
-			}
-			checkSignatures(t, fs)
+			restartExpectingEachOnce(t, r, fs, total)
 		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -34,7 +33,11 @@ func TestFluentBitEngineStallMeasure(t *testing.T) {
 		t.Run(fmt.Sprintf("Workers=%d", workers), func(t *testing.T) {
 			fs := startFaultServer(t, faultOptions{delay: 40 * time.Millisecond})
 			arrivals := startArrivalServer(t)
-			r := startStallFluentBit(t, workers, fs, arrivals.addr)
+			host, port, _ := net.SplitHostPort(arrivals.addr)
+			r := startFluentBit(t, []outputSection{
+				{match: "mail.*", workers: strconv.Itoa(workers), retryLimit: "no_limits", keys: faultKeys(fs, "soc@example.com")},
+				{plugin: "http", match: "other.*", keys: map[string]string{"host": host, "port": port, "uri": "/in", "format": "json"}},
+			}, true)
 
 			const mails, every = 400, 100 * time.Millisecond
 			stop := make(chan struct{})
@@ -80,75 +83,6 @@ func stampedRecord(stamp string) []byte {
 	var e chunk.Encoder
 	e.AppendV2(time.Now(), nil, map[string]any{"sent": stamp})
 	return e.Bytes()
-}
-
-// startStallFluentBit runs fluent-bit with a forward input, the smtp output (mail.*) with the
-// given Workers, and the http output (other.*) to httpAddr.
-func startStallFluentBit(t *testing.T, workers int, fs *faultServer, httpAddr string) *fluentBitRun {
-	t.Helper()
-	bin := fluentBit(t)
-	so, _ := artifacts(t)
-	dir := t.TempDir()
-	r := &fluentBitRun{t: t, sock: filepath.Join(dir, "forward.sock"), logPath: filepath.Join(dir, "fluent-bit.log"), waited: make(chan error, 1)}
-	host, port, _ := net.SplitHostPort(httpAddr)
-	conf := fmt.Sprintf(`[SERVICE]
-    Flush 0.2
-    Grace 5
-    Log_Level info
-
-[INPUT]
-    Name forward
-    Unix_Path %s
-    Unix_Perm 0600
-
-[OUTPUT]
-    Name smtp
-    Match mail.*
-    Workers %d
-    Retry_Limit no_limits
-`, r.sock, workers)
-	var keys []byte
-	for k, v := range faultKeys(fs, "soc@example.com") {
-		keys = fmt.Appendf(keys, "    %s %s\n", k, v)
-	}
-	conf += string(keys) + fmt.Sprintf(`
-[OUTPUT]
-    Name http
-    Match other.*
-    Host %s
-    Port %s
-    URI /in
-    Format json
-`, host, port)
-	path := filepath.Join(dir, "fluent-bit.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	lf, err := os.Create(r.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	r.cmd = exec.Command(bin, "-e", so, "-c", path)
-	r.cmd.Stdout, r.cmd.Stderr = lf, lf
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.waited <- r.cmd.Wait() }()
-	t.Cleanup(func() {
-		r.stop()
-		if t.Failed() {
-			t.Logf("fluent-bit log:\n%s", r.log())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !r.accepting() {
-		if time.Now().After(deadline) {
-			t.Fatalf("fluent-bit's forward socket did not appear within 30s\n%s", r.log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return r
 }
 
 // arrivalServer takes Fluent Bit's http output (format json) and notes, for each record, how
