@@ -96,6 +96,23 @@ func (r *restartRig) reloadHTTP(addr string, n int) {
 	r.waitReloaded(n)
 }
 
+// cont sends SIGCONT (Fluent Bit dumps its state and re-installs its signal handlers) and
+// waits until Fluent Bit logged it.
+func (r *restartRig) cont() {
+	r.t.Helper()
+	seen := len(linesWith(r.log(), "caught signal (SIGCONT)"))
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		r.t.Fatalf("SIGCONT: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(linesWith(r.log(), "caught signal (SIGCONT)")) == seen {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("fluent-bit did not log SIGCONT within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // sendAfterReload is send for the moments after a reload, when the forward socket may still
 // be coming back.
 func (r *restartRig) sendAfterReload(tag string, data []byte) {
@@ -162,7 +179,7 @@ func TestFluentBitFiveHotReloadsDeliverAfterEach(t *testing.T) {
 }
 
 // TestFluentBitStopSignalAfterTwoReloadsExitsInGrace: two hot reloads (SIGHUP, then Fluent
-// Bit's HTTP endpoint POST /api/v2/reload), then records to a server that takes 40 ms a
+// Bit's HTTP endpoint POST /api/v2/reload) and a SIGCONT, then records to a server that takes 40 ms a
 // reply and, in the middle of the chunk, SIGTERM, SIGINT or SIGQUIT (Fluent Bit stops
 // gracefully on each): Fluent Bit exits within its Grace (5 s) because the plugin still
 // watches the signal after the reloads and ends the flush at flush_timeout; after a restart
@@ -180,6 +197,7 @@ func TestFluentBitStopSignalAfterTwoReloadsExitsInGrace(t *testing.T) {
 			r.start()
 			r.reload(1)          // SIGHUP
 			r.reloadHTTP(api, 2) // POST /api/v2/reload
+			r.cont()             // SIGCONT re-installs Fluent Bit's handlers too
 			r.sendAfterReload("app.stop", numbered(0, total))
 			storedAtLeast(fs, 50)
 			took, err := r.stopWith(sig)
