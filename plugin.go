@@ -99,8 +99,10 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 		g.Get(k)
 	}
 	opt := pipeline.Options{}
-	if watchSIGTERM() { // sigterm.go: once Fluent Bit gets SIGTERM, flushes end within flush_timeout
-		opt.StopSignalled, opt.Stopping = sigtermAt, sigtermSignal()
+	// sigterm.go: once Fluent Bit gets SIGTERM, SIGINT or SIGQUIT, flushes end within
+	// flush_timeout. Armed again at every Init: a hot reload re-installs Fluent Bit's handlers.
+	if watchStopSignals() {
+		opt.StopSignalled, opt.Stopping = stopSignalAt, stopSignalled()
 	}
 	run := pipeline.Open(g, log, opt)
 	g.plugin = nil

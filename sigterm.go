@@ -11,73 +11,176 @@ package main
 #include <errno.h>
 
 // Fluent Bit tells a Go plugin nothing while a flush runs, and joins its output threads
-// before it calls FLBPluginExitCtx: the only sign of a shutdown a flush can see is the
-// SIGTERM itself. smtpout_on_term notes the time of the signal (async-signal-safe: a store)
-// and hands the signal on to the handler that was installed before, unchanged, so Fluent Bit
-// shuts down exactly as it would without the plugin.
-static struct sigaction smtpout_prev_term;
-static volatile int64_t smtpout_term_ns;
-// smtpout_term_pipe: the handler writes one byte to [1] at the first SIGTERM (write(2) is
-// async-signal-safe), so Go learns of it by reading [0], without polling.
-static int smtpout_term_pipe[2] = {-1, -1};
+// before it calls FLBPluginExitCtx: the only sign of a shutdown a flush can see is the stop
+// signal itself. Fluent Bit stops gracefully on SIGTERM, SIGINT and SIGQUIT, and its handler
+// for SIGHUP (hot reload, also what POST /api/v2/reload sends) and SIGCONT (dump) calls
+// flb_signal_init() again, which installs Fluent Bit's own handlers over every one of these.
+//
+// So the plugin chains smtpout_on_signal in front of the handler already installed for all
+// five. For a stop signal it notes the time and the signal (async-signal-safe stores) and
+// writes a byte to a pipe; for every signal it then calls the previous handler, unchanged,
+// so Fluent Bit behaves exactly as it would without the plugin; and once that handler
+// returns, it chains itself again wherever the handler re-installed Fluent Bit's own
+// (smtpout_arm: only sigaction(2), which is async-signal-safe). FLBPluginInit arms too.
 
-static void smtpout_on_term(int sig, siginfo_t *info, void *uctx)
+enum { SMTPOUT_NSIG = 5 };
+static const int smtpout_sigs[SMTPOUT_NSIG] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCONT};
+// smtpout_is_stop: the first three stop Fluent Bit; the other two only re-install handlers.
+static int smtpout_is_stop(int i) { return i < 3; }
+
+// The handler chained behind ours, per signal, double-buffered: smtpout_arm writes the slot
+// not in use and then publishes it, so a handler running on another thread never reads a
+// half-written struct.
+static struct sigaction smtpout_prev[SMTPOUT_NSIG][2];
+static volatile int smtpout_prev_slot[SMTPOUT_NSIG];
+
+static volatile int64_t smtpout_stop_ns;
+// smtpout_stop_pipe: the handler writes one byte to [1] at the first stop signal (write(2) is
+// async-signal-safe), so Go learns of it by reading [0], without polling.
+static int smtpout_stop_pipe[2] = {-1, -1};
+
+// smtpout_arm_busy / smtpout_arm_wanted: one arming at a time without a lock a signal handler
+// could deadlock on: whoever finds it busy leaves a request that the holder serves.
+static volatile int smtpout_arm_busy;
+static volatile int smtpout_arm_wanted;
+
+static void smtpout_on_signal(int sig, siginfo_t *info, void *uctx);
+
+static int smtpout_index(int sig)
 {
-    struct timespec ts;
-    if (smtpout_term_ns == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0) {
-        int saved = errno;
-        smtpout_term_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-        if (smtpout_term_pipe[1] >= 0 && write(smtpout_term_pipe[1], "T", 1) < 0) {
-            // nothing to do: the time is noted, flushes still see it when they start
+    for (int i = 0; i < SMTPOUT_NSIG; i++) {
+        if (smtpout_sigs[i] == sig) {
+            return i;
         }
-        errno = saved;
     }
-    if (smtpout_prev_term.sa_flags & SA_SIGINFO) {
-        if (smtpout_prev_term.sa_sigaction != NULL) {
-            smtpout_prev_term.sa_sigaction(sig, info, uctx);
-        }
-        return;
-    }
-    if (smtpout_prev_term.sa_handler == SIG_IGN) {
-        return;
-    }
-    if (smtpout_prev_term.sa_handler == SIG_DFL) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
-    }
-    smtpout_prev_term.sa_handler(sig);
+    return -1;
 }
 
-// smtpout_watch_term chains smtpout_on_term in front of the current SIGTERM handler, once:
-// 1 when watching, 0 when SIGTERM is ignored (nothing to watch), -1 on error.
-static int smtpout_watch_term(void)
+static int smtpout_is_ours(const struct sigaction *sa)
+{
+    return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == smtpout_on_signal;
+}
+
+// smtpout_arm_one chains smtpout_on_signal in front of signal i's current handler, unless it
+// is there already, the signal is ignored, or (SIGHUP, SIGCONT) nothing but the default is
+// installed, which re-installs nothing. It returns 1 when ours is in front.
+static int smtpout_arm_one(int i)
 {
     struct sigaction cur, sa;
-    if (sigaction(SIGTERM, NULL, &cur) != 0) {
-        return -1;
-    }
-    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == smtpout_on_term) {
-        return 1;
-    }
-    if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN) {
+    int sig = smtpout_sigs[i];
+    if (sigaction(sig, NULL, &cur) != 0) {
         return 0;
     }
-    if (pipe2(smtpout_term_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        smtpout_term_pipe[0] = smtpout_term_pipe[1] = -1;
+    if (smtpout_is_ours(&cur)) {
+        return 1;
     }
+    if (!(cur.sa_flags & SA_SIGINFO)) {
+        if (cur.sa_handler == SIG_IGN) {
+            return 0;
+        }
+        if (cur.sa_handler == SIG_DFL && !smtpout_is_stop(i)) {
+            return 0;
+        }
+    }
+    int next = 1 - smtpout_prev_slot[i];
+    smtpout_prev[i][next] = cur;
+    __atomic_store_n(&smtpout_prev_slot[i], next, __ATOMIC_RELEASE);
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = smtpout_on_term;
+    sa.sa_sigaction = smtpout_on_signal;
     sa.sa_mask = cur.sa_mask;
+    // Ours runs with the other four held back on this thread, so it never nests in itself.
+    for (int j = 0; j < SMTPOUT_NSIG; j++) {
+        sigaddset(&sa.sa_mask, smtpout_sigs[j]);
+    }
     // SA_ONSTACK: the signal may land on a Go thread, which must run handlers on its
     // alternate signal stack.
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | (cur.sa_flags & SA_RESTART);
-    smtpout_prev_term = cur;
-    return sigaction(SIGTERM, &sa, NULL) == 0 ? 1 : -1;
+    if (sigaction(sig, &sa, NULL) != 0) {
+        return 0;
+    }
+    return 1;
 }
 
-static int64_t smtpout_term_time(void) { return smtpout_term_ns; }
-static int smtpout_term_fd(void) { return smtpout_term_pipe[0]; }
+// smtpout_arm chains the handler wherever it is missing (async-signal-safe). It returns 1
+// when SIGTERM is watched, the signal every service manager sends.
+static int smtpout_arm(void)
+{
+    int term = 0;
+    __atomic_store_n(&smtpout_arm_wanted, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&smtpout_arm_wanted, __ATOMIC_SEQ_CST)) {
+        if (__atomic_exchange_n(&smtpout_arm_busy, 1, __ATOMIC_ACQUIRE)) {
+            break; // the holder sees the request and arms again
+        }
+        __atomic_store_n(&smtpout_arm_wanted, 0, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < SMTPOUT_NSIG; i++) {
+            int ok = smtpout_arm_one(i);
+            if (smtpout_sigs[i] == SIGTERM) {
+                term = ok;
+            }
+        }
+        __atomic_store_n(&smtpout_arm_busy, 0, __ATOMIC_RELEASE);
+    }
+    if (!term) {
+        struct sigaction cur;
+        term = sigaction(SIGTERM, NULL, &cur) == 0 && smtpout_is_ours(&cur);
+    }
+    return term;
+}
+
+static void smtpout_on_signal(int sig, siginfo_t *info, void *uctx)
+{
+    int saved = errno;
+    int i = smtpout_index(sig);
+    if (i < 0) {
+        errno = saved;
+        return;
+    }
+    if (smtpout_is_stop(i)) {
+        struct timespec ts;
+        int64_t zero = 0;
+        if (clock_gettime(CLOCK_REALTIME, &ts) == 0 &&
+            __atomic_compare_exchange_n(&smtpout_stop_ns, &zero,
+                                        (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            if (smtpout_stop_pipe[1] >= 0 && write(smtpout_stop_pipe[1], "T", 1) < 0) {
+                // nothing to do: the time is noted, flushes still see it when they start
+            }
+        }
+    }
+    errno = saved;
+
+    struct sigaction prev = smtpout_prev[i][__atomic_load_n(&smtpout_prev_slot[i], __ATOMIC_ACQUIRE)];
+    if (prev.sa_flags & SA_SIGINFO) {
+        if (prev.sa_sigaction != NULL) {
+            prev.sa_sigaction(sig, info, uctx);
+        }
+    } else if (prev.sa_handler == SIG_DFL) {
+        // Held back until we return (sa_mask); the default action then runs. No arming
+        // here: it would put us back in front of the default and catch the signal again.
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    } else if (prev.sa_handler != SIG_IGN) {
+        prev.sa_handler(sig);
+    }
+
+    saved = errno;
+    smtpout_arm();
+    errno = saved;
+}
+
+// smtpout_watch arms the handler and, the first time, opens the pipe: 1 when SIGTERM is
+// watched, 0 when not.
+static int smtpout_watch(void)
+{
+    if (smtpout_stop_pipe[0] < 0 && pipe2(smtpout_stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        smtpout_stop_pipe[0] = smtpout_stop_pipe[1] = -1;
+    }
+    return smtpout_arm();
+}
+
+static int64_t smtpout_stop_time(void) { return smtpout_stop_ns; }
+static int smtpout_stop_fd(void) { return smtpout_stop_pipe[0]; }
 */
 import "C"
 
@@ -88,36 +191,41 @@ import (
 )
 
 var (
-	termOnce     sync.Once
-	termWatching bool
-	termSignal   = make(chan struct{}) // closed at the first SIGTERM
+	stopMu       sync.Mutex
+	stopReader   bool                  // the goroutine reading the pipe runs
+	stopSignal   = make(chan struct{}) // closed at the first stop signal
+	stopWatching bool
 )
 
-// watchSIGTERM chains the plugin's note-taking SIGTERM handler in front of Fluent Bit's (once
-// per process) and reports whether it is in place.
-func watchSIGTERM() bool {
-	termOnce.Do(func() {
-		termWatching = C.smtpout_watch_term() == 1
-		if fd := int(C.smtpout_term_fd()); termWatching && fd >= 0 {
-			// A non-blocking pipe: the read parks in Go's netpoller, not on a thread.
-			r := os.NewFile(uintptr(fd), "smtpout-sigterm")
-			go func() {
-				var b [1]byte
-				if n, _ := r.Read(b[:]); n == 1 {
-					close(termSignal)
-				}
-			}()
-		}
-	})
-	return termWatching
+// watchStopSignals chains the plugin's note-taking handler in front of Fluent Bit's for
+// SIGTERM, SIGINT and SIGQUIT (and for SIGHUP and SIGCONT, whose handler re-installs Fluent
+// Bit's own). FLBPluginInit calls it for every instance, so an instance started by a hot
+// reload chains again if anything replaced the handler; it never chains twice to itself.
+// It reports whether SIGTERM is watched.
+func watchStopSignals() bool {
+	stopMu.Lock()
+	defer stopMu.Unlock()
+	stopWatching = C.smtpout_watch() == 1
+	if fd := int(C.smtpout_stop_fd()); !stopReader && fd >= 0 {
+		stopReader = true
+		// A non-blocking pipe: the read parks in Go's netpoller, not on a thread.
+		r := os.NewFile(uintptr(fd), "smtpout-stop-signal")
+		go func() {
+			var b [1]byte
+			if n, _ := r.Read(b[:]); n == 1 {
+				close(stopSignal)
+			}
+		}()
+	}
+	return stopWatching
 }
 
-// sigtermSignal is closed when the process gets SIGTERM (never, unless watchSIGTERM is true).
-func sigtermSignal() <-chan struct{} { return termSignal }
+// stopSignalled is closed when the process gets its first stop signal.
+func stopSignalled() <-chan struct{} { return stopSignal }
 
-// sigtermAt returns when the process got SIGTERM, or the zero time.
-func sigtermAt() time.Time {
-	ns := int64(C.smtpout_term_time())
+// stopSignalAt returns when the process got its first stop signal, or the zero time.
+func stopSignalAt() time.Time {
+	ns := int64(C.smtpout_stop_time())
 	if ns == 0 {
 		return time.Time{}
 	}

@@ -32,13 +32,14 @@ func fluentBit(t *testing.T) string {
 }
 
 // outputSection is one [OUTPUT] section of the generated configuration: an smtp output
-// (Workers 2, Retry_Limit 5 unless retryLimit says otherwise) or, with plugin set, another
+// (Workers 2, Retry_Limit 5 unless workers and retryLimit say otherwise) or, with plugin set, another
 // of Fluent Bit's outputs with only Match.
 type outputSection struct {
 	plugin     string // "" is smtp
 	alias      string
 	match      string
 	retryLimit string
+	workers    string // smtp only; "" is 2
 	keys       map[string]string
 }
 
@@ -68,7 +69,11 @@ func writeConfig(t *testing.T, dir, sock string, service map[string]string, outp
 			if limit == "" {
 				limit = "5"
 			}
-			fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Workers      2\n    Retry_Limit  %s\n", o.match, limit)
+			workers := o.workers
+			if workers == "" {
+				workers = "2"
+			}
+			fmt.Fprintf(&b, "[OUTPUT]\n    Name         smtp\n    Match        %s\n    Workers      %s\n    Retry_Limit  %s\n", o.match, workers, limit)
 		}
 		if o.alias != "" {
 			fmt.Fprintf(&b, "    Alias        %s\n", o.alias)

@@ -293,6 +293,14 @@ func TestFluentBitSIGTERMOnSlowServerExitsInGraceWithoutDuplicates(t *testing.T)
 	if before.Distinct == total {
 		t.Fatalf("all %d records arrived before the SIGTERM: the scenario needs a stop mid-chunk", total)
 	}
+	restartExpectingEachOnce(t, r, fs, total)
+}
+
+// restartExpectingEachOnce starts fluent-bit again on the same storage and ledger after a
+// graceful stop, waits for records 0..total-1 and stops it: each must have arrived exactly
+// once, signed.
+func restartExpectingEachOnce(t *testing.T, r *restartRig, fs *faultServer, total int) {
+	t.Helper()
 	r.start()
 	waitDistinct(fs, total, 2*time.Minute)
 	r.term()

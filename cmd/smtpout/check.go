@@ -117,6 +117,10 @@ func runCheck(e *env, args []string) int {
 			failed++
 		}
 	}
+	for _, w := range hotReloadWarnings(cfg, outs) {
+		fmt.Fprintf(e.stdout, "warning: %s\n", w)
+		warnings++
+	}
 	fmt.Fprintf(e.stdout, "%d smtp output(s): %d OK, %d FAILED, %d warning(s)\n", len(outs), len(outs)-failed, failed, warnings)
 	if failed > 0 || *strict && warnings > 0 {
 		return exitFail

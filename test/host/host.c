@@ -39,6 +39,12 @@
  *                           the cmetrics calling convention
  *   stats                   SmtpoutRuntimeStats when exported          -> "stats -> k=v ..."|"stats -> absent"
  *   rusage                  this process's CPU time and peak RSS       -> "rusage -> utime_us=.. stime_us=.. maxrss_kb=.."
+ *   fbsignals               install handlers as Fluent Bit's flb_signal_init() does (signal(2)):
+ *                           SIGTERM, SIGINT, SIGQUIT note a stop; SIGHUP and SIGCONT call the
+ *                           installer again, as Fluent Bit's handler does   -> "fbsignals -> ok"
+ *   signal NAME             send TERM|INT|QUIT|HUP|CONT to this process and wait until the
+ *                           Fluent Bit-like handler saw it -> "signal NAME -> stops=N reinstalls=N"
+ *                           (how many stop signals and re-installs that handler counted in all)
  *   bench I TAG PATH F T    F flushes of the file's bytes from T threads at once, flush k with the
  *                           tag "TAG.k" (distinct Message-IDs)         -> "bench I -> flushes=F ok=.. retry=.. error=.. ns=.. utime_us=.. stime_us=.."
  *   quit                    leave (also at end of input)
@@ -53,6 +59,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +68,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- Fluent Bit structures (x86-64 layouts) ---------------------------------------------- */
 
@@ -1019,6 +1027,68 @@ static void cmd_rusage(void)
           tv_us(ru.ru_utime), tv_us(ru.ru_stime), ru.ru_maxrss);
 }
 
+/* Fluent Bit's signal handling as src/fluent-bit.c (v4.2.8, v5.1.1) does it: signal(2), a
+ * flag for the stop signals, and a handler for SIGHUP and SIGCONT that installs every
+ * handler again (flb_signal_init), replacing whatever a plugin chained in front. */
+static volatile sig_atomic_t fb_stops, fb_reinstalls;
+static void fb_signal_init(void);
+
+static void fb_break_loop(int sig)
+{
+    (void) sig;
+    fb_stops++;
+}
+
+static void fb_signal_handler(int sig)
+{
+    (void) sig;
+    fb_signal_init();
+    fb_reinstalls++;
+}
+
+static void fb_signal_init(void)
+{
+    signal(SIGINT, fb_break_loop);
+    signal(SIGQUIT, fb_break_loop);
+    signal(SIGHUP, fb_signal_handler);
+    signal(SIGCONT, fb_signal_handler);
+    signal(SIGTERM, fb_break_loop);
+}
+
+static void cmd_fbsignals(void)
+{
+    fb_signal_init();
+    reply("fbsignals -> ok");
+}
+
+static void cmd_signal(char *rest)
+{
+    static const struct { const char *name; int sig; } sigs[] = {
+        {"TERM", SIGTERM}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"HUP", SIGHUP}, {"CONT", SIGCONT},
+    };
+    char *w = next_word(&rest);
+    int sig = 0;
+    for (size_t i = 0; w != NULL && i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (strcmp(w, sigs[i].name) == 0) {
+            sig = sigs[i].sig;
+        }
+    }
+    if (sig == 0) {
+        reply("error: signal TERM|INT|QUIT|HUP|CONT");
+        return;
+    }
+    int stops = fb_stops, reinstalls = fb_reinstalls;
+    if (kill(getpid(), sig) != 0) {
+        reply("error: kill: %s", strerror(errno));
+        return;
+    }
+    /* The signal may land on any thread (Go's included): wait for the handler, bounded. */
+    for (int i = 0; i < 5000 && fb_stops == stops && fb_reinstalls == reinstalls; i++) {
+        usleep(1000);
+    }
+    reply("signal %s -> stops=%d reinstalls=%d", w, (int) fb_stops, (int) fb_reinstalls);
+}
+
 #define MAX_BENCH_THREADS 64
 
 struct bench_run {
@@ -1166,6 +1236,8 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "unregister") == 0) cmd_unregister();
         else if (strcmp(cmd, "stats") == 0) cmd_stats();
         else if (strcmp(cmd, "rusage") == 0) cmd_rusage();
+        else if (strcmp(cmd, "fbsignals") == 0) cmd_fbsignals();
+        else if (strcmp(cmd, "signal") == 0) cmd_signal(rest);
         else if (strcmp(cmd, "bench") == 0) cmd_bench(rest);
         else if (strcmp(cmd, "cmetrics") == 0) cmd_cmetrics(rest);
         else if (strcmp(cmd, "metrics") == 0) cmd_metrics();
