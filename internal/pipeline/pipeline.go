@@ -64,7 +64,7 @@ type Options struct {
 	// Bit's Retry_Limit counts every RETRY, and cutting long flushes would let it drop a
 	// chunk that one long flush delivers. Open sets it from flush_timeout.
 	FlushTimeout time.Duration
-	// StopSignalled, when set, returns when the process was told to stop (SIGTERM), or the
+	// StopSignalled, when set, returns when the process was told to stop (SIGTERM, SIGINT or SIGQUIT), or the
 	// zero time; Stopping, when set, is closed at that moment, so that a flush already
 	// sending learns of it at once. Together they end every flush within flush_timeout
 	// (plus the slack for an email on the wire) of the signal, before Fluent Bit's Grace
@@ -342,7 +342,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	sending = true
 	if len(batch) > 0 && in.budgetSpent() {
 		// The budget is spent before anything was sent (a flush that starts long after a
-		// SIGTERM): hand the whole batch back.
+		// a stop signal): hand the whole batch back.
 		for _, b := range batch {
 			in.ledger.Release(b.email.MessageID)
 		}
