@@ -57,6 +57,16 @@ func oauthKeys(ep *oauthtest.Endpoint, srv *oauthtest.SMTP, mech, source string)
 	return g
 }
 
+// tokenFileKeys returns the configuration keys for a token in file, for srv.
+func tokenFileKeys(ep *oauthtest.Endpoint, srv *oauthtest.SMTP, mech, file string) config.MapGetter {
+	g := oauthKeys(ep, srv, mech, "secret_post")
+	for _, k := range []string{"auth_token_url", "auth_client_id", "auth_scope", "auth_client_secret"} {
+		delete(g, k)
+	}
+	g["auth_token_file"] = file
+	return g
+}
+
 func oauthMailer(t *testing.T, g config.Getter, opts ...Option) *Mailer {
 	t.Helper()
 	cfg, err := config.Parse(g)
@@ -139,11 +149,7 @@ func TestOAuthTokenFileReread(t *testing.T) {
 	if err := os.WriteFile(file, []byte(first.Value+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := oauthKeys(ep, srv, "xoauth2", "secret_post")
-	for _, k := range []string{"auth_token_url", "auth_client_id", "auth_scope", "auth_client_secret"} {
-		delete(g, k)
-	}
-	g["auth_token_file"] = file
+	g := tokenFileKeys(ep, srv, "xoauth2", file)
 	m := oauthMailer(t, g)
 	mustDeliver(t, m.Send(context.Background(), msgs(1)))
 
@@ -351,12 +357,7 @@ func TestOAuthExpiredTokenFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte(ep.Mint(-time.Hour)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := oauthKeys(ep, srv, "oauthbearer", "secret_post")
-	for _, k := range []string{"auth_token_url", "auth_client_id", "auth_scope", "auth_client_secret"} {
-		delete(g, k)
-	}
-	g["auth_token_file"] = file
-	m := oauthMailer(t, g)
+	m := oauthMailer(t, tokenFileKeys(ep, srv, "oauthbearer", file))
 	for range 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		rs := m.Send(ctx, msgs(3))

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/smtpout/smtpout/testsupport/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/proc"
 )
 
 // OAuth 2.0 end to end (issue 12): the plugin, loaded by the C host or by a real Fluent Bit,
@@ -501,13 +501,13 @@ func TestFluentBitOAuthExpiredTokenFile(t *testing.T) {
 		t.Errorf("/api/v1/health: status %d, %v; want 200 while the token is expired", code, err)
 	}
 	pid := fb.cmd.Process.Pid
-	cpu0, err := procCPU(pid)
+	cpu0, err := proc.CPU(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wall0 := time.Now()
 	<-time.After(5 * time.Second)
-	cpu1, err := procCPU(pid)
+	cpu1, err := proc.CPU(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,25 +570,4 @@ func metricValue(page, series string) float64 {
 		}
 	}
 	return -1
-}
-
-// procCPU returns the CPU time (user and system, every thread) process pid used so far, from
-// /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count the fields after its closing paren.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime or stime", pid)
-	}
-	const userHZ = 100 // the unit of utime and stime (USER_HZ), 100 on Linux everywhere
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
