@@ -332,3 +332,31 @@ func TestPipelinedGroupStalledServer(t *testing.T) {
 		t.Errorf("server saw %d connections, want 1: no redial after a stall", n)
 	}
 }
+
+// TestPipelinedGroupLostThenServerGone: the connection drops in the middle of a group and the
+// server is gone before a new connection can be opened. The messages whose body went out on
+// the lost connection cannot be sent again: they come back as Retry flagged Ambiguous (the
+// server may hold them), not as a plain failure to connect.
+func TestPipelinedGroupLostThenServerGone(t *testing.T) {
+	var srv *goSMTP
+	var once sync.Once
+	srv = startGoSMTP(t, &fakeBackend{data: func(c *smtp.Conn, body []byte) error {
+		if strings.Contains(string(body), "Subject: m2\r\n") {
+			gone := false
+			once.Do(func() { _ = srv.srv.Close(); gone = true })
+			if gone {
+				return errors.New("gone")
+			}
+		}
+		return nil
+	}}, false, nil)
+	m := newMailer(t, testConfig(t, srv.addr, srv.cert, false))
+	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
+	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
+	for i, r := range rs[1:] {
+		if r.Outcome != Retry || !r.Ambiguous || r.Resent {
+			t.Errorf("m%d: outcome %v, ambiguous %v, resent %v (%v); want Retry, ambiguous, not resent",
+				i+2, r.Outcome, r.Ambiguous, r.Resent, r.Err)
+		}
+	}
+}
