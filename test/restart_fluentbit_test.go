@@ -400,6 +400,10 @@ func TestFluentBitSecondProcessOnTheSameLedgerDirRefusesToStart(t *testing.T) {
 	fs := startFaultServer(t, faultOptions{})
 	a := newRestartRig(t, faultKeys(fs, "soc@example.com"), "")
 	a.start()
+	// The forward socket can be ready before the output's Init has run (5.1.1): a first
+	// delivery proves the first process holds its ledger before the second starts.
+	a.send("app.lock", numbered(0, 5))
+	storedAtLeast(fs, 5)
 	b := newRestartRigLedger(t, faultKeys(fs, "soc@example.com"), "", a.ledgerDir)
 	b.runs++
 	// Bounded: under heavy load a fluent-bit whose Init failed was once seen not to exit. The
@@ -420,6 +424,6 @@ func TestFluentBitSecondProcessOnTheSameLedgerDirRefusesToStart(t *testing.T) {
 	if !strings.Contains(string(out), want) {
 		t.Errorf("the second fluent-bit's log lacks %q:\n%s", want, out)
 	}
-	a.send("app.lock", numbered(0, 5)) // the first is unaffected
-	storedAtLeast(fs, 5)
+	a.send("app.lock", numbered(5, 5)) // the first is unaffected
+	storedAtLeast(fs, 10)
 }
