@@ -23,8 +23,8 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/testsupport/testcert"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
 // fault is what the fault server does to one mail transaction.
