@@ -349,8 +349,9 @@ func smtpOutputs(t *testing.T, conf aggConfig) []map[string]any {
 // TestHelmAggregatorValuesHoldTogether checks what the values promise in comments against
 // what the chart renders: the plugin from the image volume, the ledger on the persistent
 // volume next to the buffer, the secrets as files, Workers 0 whenever hot reload is on (the
-// only form that survives repeated reloads), flush_timeout + 1 s < Grace <
-// terminationGracePeriodSeconds, non-root with a read-only root, and the variants differing
+// only form that survives repeated reloads), flush_timeout + 1 s < Grace and
+// flush_timeout + 1 s + Grace < terminationGracePeriodSeconds, non-root with a read-only root,
+// and the variants differing
 // from aggregator.yaml only where they say.
 func TestHelmAggregatorValuesHoldTogether(t *testing.T) {
 	base := helmTemplate(t, helmAggRelease, "fluent-bit-aggregator", "aggregator.yaml")
@@ -401,8 +402,9 @@ func TestHelmAggregatorValuesHoldTogether(t *testing.T) {
 	var grace, flushTimeout float64
 	fmt.Sscan(fmt.Sprint(service["grace"]), &grace)
 	fmt.Sscanf(fmt.Sprint(out["flush_timeout"]), "%fs", &flushTimeout)
-	if !(flushTimeout > 0 && flushTimeout+1 < grace && grace < float64(pod.TerminationGracePeriodSeconds)) {
-		t.Errorf("flush_timeout %vs + 1 s < Grace %vs < terminationGracePeriodSeconds %d does not hold", flushTimeout, grace, pod.TerminationGracePeriodSeconds)
+	// Grace starts after the flush returns when it holds the engine thread (workers 0).
+	if !(flushTimeout > 0 && flushTimeout+1 < grace && flushTimeout+1+grace < float64(pod.TerminationGracePeriodSeconds)) {
+		t.Errorf("flush_timeout %vs + 1 s < Grace %vs, and flush_timeout + 1 s + Grace < terminationGracePeriodSeconds %d: does not hold", flushTimeout, grace, pod.TerminationGracePeriodSeconds)
 	}
 	if sc := agg.SecurityContext; !sc.ReadOnlyRootFilesystem || !sc.RunAsNonRoot || sc.RunAsUser == 0 {
 		t.Errorf("container security context %+v: want non-root with a read-only root", sc)
@@ -455,7 +457,12 @@ func TestHelmAggregatorValuesHoldTogether(t *testing.T) {
 func parseAggConfig(t *testing.T, r rendered) aggConfig {
 	t.Helper()
 	var conf aggConfig
-	text := r.one(t, "ConfigMap").Data["fluent-bit.yaml"]
+	var text string
+	for _, cm := range r["ConfigMap"] {
+		if f, ok := cm.Data["fluent-bit.yaml"]; ok {
+			text = f
+		}
+	}
 	if err := yaml.Unmarshal([]byte(text), &conf); err != nil {
 		t.Fatalf("the rendered fluent-bit.yaml: %v\n%s", err, text)
 	}
@@ -554,8 +561,15 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 		}
 		return s
 	})
+	containers := agent.mapPaths("/var/log/containers")
 	agent.edit("/fluent-bit/etc/conf/fluent-bit.conf", func(s string) string {
-		for old, repl := range map[string]string{"HTTP_Port 2020": "HTTP_Port " + fmt.Sprint(freePort(t)), "HTTP_Listen 0.0.0.0": "HTTP_Listen 127.0.0.1"} {
+		for old, repl := range map[string]string{
+			"HTTP_Port 2020":      "HTTP_Port " + fmt.Sprint(freePort(t)),
+			"HTTP_Listen 0.0.0.0": "HTTP_Listen 127.0.0.1",
+			// No Kubernetes API here: the filter's dummy metadata, and the tag prefix of the
+			// node's log directory as mapped here.
+			"Name kubernetes\n": "Name kubernetes\n    Dummy_Meta On\n    Kube_Tag_Prefix kube" + strings.ReplaceAll(containers, "/", ".") + ".\n",
+		} {
 			if !strings.Contains(s, old) {
 				t.Fatalf("fluent-bit.conf has no %q", old)
 			}
@@ -563,15 +577,19 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 		}
 		return s
 	})
-	containers := agent.mapPaths("/var/log/containers")
 	mustMkdir(t, containers)
-	agent.start("agent", nil)
+	// The container's log file exists when the agent starts; tail reads on from its end once
+	// it watches it.
+	appLog := filepath.Join(containers, "payments-7d9f_default_api-0123456789abcdef.log")
+	if err := os.WriteFile(appLog, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agent.start("agent", func() bool { return len(linesWith(agent.proc.log(), "inotify_fs_add", appLog)) > 0 })
 
 	logLine := func(n int, severity string) string {
 		ts := time.Date(2026, 12, 5, 10, 0, 0, n, time.UTC).Format(time.RFC3339Nano)
 		return fmt.Sprintf("%s stdout F {\"severity\":%q,\"message\":\"disk %d full\",\"n\":%d}\n", ts, severity, n, n)
 	}
-	appLog := filepath.Join(containers, "payments-7d9f_default_api-0123456789abcdef.log")
 	write := func(first, count int) {
 		f, err := os.OpenFile(appLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -586,11 +604,13 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 	}
 	const batch = 6 // below each replica's max_emails_per_minute (15), with room for both rounds
 	write(0, batch)
-	waitDistinct(fs, batch, fbWait)
+	waitDistinct(fs, batch, time.Minute)
 
-	// The reload sidecar's request, twice per replica.
+	// The reload sidecar's request, twice per replica, 3 s apart (a Go output with Workers
+	// crashed 2.5 s after its second reload: the output threads' scheduler timer).
 	for i, r := range reps {
 		for range 2 {
+			time.Sleep(3 * time.Second)
 			resp, err := http.Post("http://"+r.http+"/api/v2/reload", "application/json", nil)
 			if err != nil {
 				t.Fatalf("aggregator-%d: reload: %v", i, err)
@@ -598,9 +618,9 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 			resp.Body.Close()
 			r.reloadsAt++
 			deadline := time.Now().Add(time.Minute)
-			for len(linesWith(r.pod.proc.log(), "reload", "done")) < r.reloadsAt {
-				if r.pod.proc.cmd == nil || time.Now().After(deadline) {
-					t.Fatalf("aggregator-%d: reload %d not done within a minute", i, r.reloadsAt)
+			for len(linesWith(r.pod.proc.log(), "[reload] successful reload done")) < r.reloadsAt {
+				if gone, err := r.pod.proc.exited(); gone || time.Now().After(deadline) {
+					t.Fatalf("aggregator-%d: reload %d not done within a minute (exited: %v %v)", i, r.reloadsAt, gone, err)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
@@ -608,6 +628,9 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 	}
 	write(batch, batch)
 	waitDistinct(fs, 2*batch, fbWait)
+	for i, r := range reps {
+		t.Logf("aggregator-%d: %q", i, linesWith(r.pod.proc.log(), "reload"))
+	}
 	for i, r := range reps {
 		resp, err := http.Get("http://" + r.http + "/api/v2/metrics/prometheus")
 		if err != nil {
@@ -621,9 +644,8 @@ func TestHelmAgentToAggregatorDelivers(t *testing.T) {
 	}
 	agent.proc.term()
 	for _, r := range reps {
-		if r.pod.proc.cmd == nil {
-			t.Errorf("%s died", r.pod.proc.name)
-			continue
+		if gone, err := r.pod.proc.exited(); gone {
+			t.Errorf("%s ended by itself after its reloads: %v", r.pod.proc.name, err)
 		}
 		r.pod.proc.term()
 	}

@@ -74,6 +74,17 @@ func (p *fbProcess) start() {
 	}
 }
 
+// exited reports whether the process ended by itself (a crash), and how.
+func (p *fbProcess) exited() (bool, error) {
+	select {
+	case err := <-p.waited:
+		p.waited <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
 // kill ends the process with SIGKILL.
 func (p *fbProcess) kill() {
 	p.t.Helper()
@@ -160,7 +171,7 @@ func newTopology(t *testing.T, fs *faultServer, replicas int) *topology {
 		keys := faultKeys(fs, "soc@example.com")
 		keys["helo_name"] = name
 		keys["ledger_dir"] = storage // next to Fluent Bit's buffer, as on the persistent volume
-		keys["flush_timeout"] = "5s"
+		keys["flush_timeout"] = "0.5s"
 		cfg, err := config.Parse(config.MapGetter(keys))
 		if err != nil {
 			t.Fatalf("the aggregator's keys: %v", err)
@@ -376,8 +387,10 @@ func TestFluentBitAggregatorsRollingRestart(t *testing.T) {
 	top.startAll()
 	for i, a := range top.aggs {
 		storedAtLeast(fs, total*(i+1)/3)
-		if took := a.term(); took > 11*time.Second { // Grace 10 s, and a little for the process to go
-			t.Errorf("%s took %v to exit after SIGTERM, want within its Grace of 10s", a.name, took)
+		// Workers 0: Grace starts once the flush on the engine thread returned, within
+		// flush_timeout (0.5 s) and 1 s for the email on the wire; and a little for the process.
+		if took := a.term(); took > 13*time.Second {
+			t.Errorf("%s took %v to exit after SIGTERM, want within flush_timeout + 1 s + Grace = 11.5s", a.name, took)
 		}
 		a.start()
 	}
