@@ -97,16 +97,24 @@ func (p *fbProcess) kill() {
 // killed and the test fails).
 func (p *fbProcess) term() time.Duration {
 	p.t.Helper()
-	start := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.waited:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.waited
-		p.t.Errorf("%s did not exit within 30s of SIGTERM", p.name)
-	}
+	took := termWait(p.t, p.name, p.cmd.Process, p.waited)
 	p.cmd = nil
+	return took
+}
+
+// termWait sends SIGTERM to proc and waits until waited says it exited (at most 30 s, then it
+// is killed and the test fails); it returns how long the process took.
+func termWait(t *testing.T, name string, proc *os.Process, waited chan error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	_ = proc.Signal(syscall.SIGTERM)
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		_ = proc.Kill()
+		<-waited
+		t.Errorf("%s did not exit within 30s of SIGTERM", name)
+	}
 	return time.Since(start)
 }
 
@@ -244,6 +252,19 @@ func (top *topology) write(n int) {
 	top.written += n
 }
 
+// startTopology starts a fault server that answers each email 5 ms after storing it (so a
+// kill finds emails in flight), and an agent with replicas aggregators, the agent's file
+// holding records records.
+func startTopology(t *testing.T, replicas, records int) (*faultServer, *topology) {
+	t.Helper()
+	fluentBit(t)
+	fs := startFaultServer(t, faultOptions{delay: 5 * time.Millisecond})
+	top := newTopology(t, fs, replicas)
+	top.write(records)
+	top.startAll()
+	return fs, top
+}
+
 // startAll starts every aggregator, then the agent.
 func (top *topology) startAll() {
 	top.t.Helper()
@@ -354,12 +375,8 @@ func TestFluentBitAgentToAggregatorThroughput(t *testing.T) {
 // 2,000 records and started again on the same storage and ledger: every record arrives, and
 // at most max_connections × pipeline_depth twice (the emails in flight at the kill).
 func TestFluentBitAggregatorKilledLosesNothing(t *testing.T) {
-	fluentBit(t)
-	fs := startFaultServer(t, faultOptions{delay: 5 * time.Millisecond})
-	top := newTopology(t, fs, 1)
 	const total = 2000
-	top.write(total)
-	top.startAll()
+	fs, top := startTopology(t, 1, total)
 	storedAtLeast(fs, total*4/10)
 	top.aggs[0].kill()
 	before := countDelivery(fs, span(0, total))
@@ -379,17 +396,15 @@ func TestFluentBitAggregatorKilledLosesNothing(t *testing.T) {
 // restarted one after the other with SIGTERM while records flow: each exits within its
 // Grace, nothing is lost and nothing is emailed twice.
 func TestFluentBitAggregatorsRollingRestart(t *testing.T) {
-	fluentBit(t)
-	fs := startFaultServer(t, faultOptions{delay: 5 * time.Millisecond})
-	top := newTopology(t, fs, 2)
 	const total = 2000
-	top.write(total)
-	top.startAll()
+	fs, top := startTopology(t, 2, total)
 	for i, a := range top.aggs {
 		storedAtLeast(fs, total*(i+1)/3)
 		// Workers 0: Grace starts once the flush on the engine thread returned, within
 		// flush_timeout (0.5 s) and 1 s for the email on the wire; and a little for the process.
-		if took := a.term(); took > 13*time.Second {
+		took := a.term()
+		t.Logf("%s exited %v after SIGTERM", a.name, took.Round(time.Millisecond))
+		if took > 13*time.Second {
 			t.Errorf("%s took %v to exit after SIGTERM, want within flush_timeout + 1 s + Grace = 11.5s", a.name, took)
 		}
 		a.start()
@@ -405,12 +420,8 @@ func TestFluentBitAggregatorsRollingRestart(t *testing.T) {
 // repeated at most the killed replica's emails in flight and the one forward message it
 // may have stored without acknowledging it.
 func TestFluentBitAggregatorReplicaKilledOtherTakesOver(t *testing.T) {
-	fluentBit(t)
-	fs := startFaultServer(t, faultOptions{delay: 5 * time.Millisecond})
-	top := newTopology(t, fs, 2)
 	const half = 1000
-	top.write(half)
-	top.startAll()
+	fs, top := startTopology(t, 2, half)
 	storedAtLeast(fs, half*4/10)
 	killed := top.aggs[0]
 	killed.kill()
