@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test test-fluentbit unit lint mailpit bench bench-fluentbit fuzz soak soak-restarts demo docker clean docs-screenshots
+.PHONY: all test test-fluentbit unit lint mailpit bench bench-fluentbit fuzz soak soak-restarts demo docker clean docs-screenshots helm helm-test
 
 all: smtpout.so smtpout
 
@@ -51,6 +51,31 @@ test-fluentbit: mailpit
 	  grep -E '^(--- (PASS|FAIL|SKIP)|ok |FAIL|panic:)' "$$log" | grep -v 'no tests to run'; \
 	  echo "Fluent Bit $$v: $$(grep -c -- '^--- PASS' "$$log") passed, $$(grep -c -- '^--- FAIL' "$$log") failed, $$(grep -c -- '^--- SKIP' "$$log") skipped"; \
 	  if [ $$rc -ne 0 ]; then echo "--- tail of $$log:"; tail -n 150 "$$log"; exit $$rc; fi; \
+	done
+
+# Helm v4 for make helm-test: the one on PATH or in GOBIN, else built from the Go module proxy
+# into GOBIN (a few minutes, once).
+HELM_VERSION ?= v4.3.2
+HELM_GOBIN   := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
+HELM         ?= $(or $(shell command -v helm 2>/dev/null),$(HELM_GOBIN)/helm)
+HELM_CHARTS  ?= $(abspath $(CURDIR)/../shared/helm-charts)
+helm:
+	@[ -x "$(HELM)" ] || GOBIN=$(HELM_GOBIN) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+# The official charts (HELM_CHARTS, read only) rendered with deploy/helm's values and then run
+# (test/helm_test.go): the rendered agent and aggregators started with each Fluent Bit of
+# HELM_TEST_VERSIONS in FLUENT_BIT_DIR and the built plugin, a container log line delivered as
+# a signed email. The charts run 5.1.1; 4.2.8 also runs the rendered files, but crashed
+# (SIGSEGV in free() right after the plugin's exit, at a hot reload or at SIGTERM) in 4 of 10
+# runs, so it is left out by default: HELM_TEST_VERSIONS="4.2.8 5.1.1" runs both.
+HELM_TEST_VERSIONS ?= 5.1.1
+helm-test: helm
+	@for v in $(HELM_TEST_VERSIONS); do \
+	  fb="$(FLUENT_BIT_DIR)/$$v/fluent-bit"; \
+	  if [ ! -x "$$fb" ]; then echo "helm-test: no Fluent Bit $$v at $$fb"; exit 1; fi; \
+	  echo "=== the rendered charts through real Fluent Bit $$v"; \
+	  HELM="$(HELM)" HELM_CHARTS="$(HELM_CHARTS)" FLUENT_BIT="$$fb" \
+	    $(GO) test -race -count=1 -timeout 10m -run '^TestHelm' -v $(GOFLAGS) ./test || exit 1; \
 	done
 
 unit:

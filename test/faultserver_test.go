@@ -97,6 +97,7 @@ type stored struct {
 	EnvTo     []string // envelope recipients
 	VerifyErr string   // "" when the signature verifies
 	Ambiguous bool     // stored and then dropped before the reply
+	Helo      string   // the name the client gave in EHLO (which process sent it)
 }
 
 // faultServer is an in-process emersion/go-smtp server behind implicit TLS (a certificate
@@ -309,10 +310,11 @@ func (fs *faultServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return &faultSession{fs: fs, c: c}, nil
 }
 
-// store parses and keeps one message.
-func (fs *faultServer) store(body []byte, to []string, ambiguous bool) {
+// store parses and keeps one message, sent by the client that said EHLO helo.
+func (fs *faultServer) store(body []byte, to []string, helo string, ambiguous bool) {
 	m := parseStored(body)
 	m.EnvTo = append([]string(nil), to...)
+	m.Helo = helo
 	m.Ambiguous = ambiguous
 	fs.mu.Lock()
 	fs.msgs = append(fs.msgs, m)
@@ -503,12 +505,12 @@ func (s *faultSession) Data(r io.Reader) error {
 		s.dead = true
 		return errDropped
 	case faultDropAfterStore:
-		s.fs.store(body, s.to, true)
+		s.fs.store(body, s.to, s.c.Hostname(), true)
 		_ = s.c.Conn().Close()
 		s.dead = true
 		return errDropped
 	}
-	s.fs.store(body, s.to, false)
+	s.fs.store(body, s.to, s.c.Hostname(), false)
 	if s.fs.opt.delay > 0 {
 		time.Sleep(s.fs.opt.delay)
 	}

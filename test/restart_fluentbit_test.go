@@ -153,17 +153,9 @@ func (r *restartRig) kill() {
 // killed and the test fails).
 func (r *restartRig) term() time.Duration {
 	r.t.Helper()
-	start := time.Now()
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.waited:
-	case <-time.After(30 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.waited
-		r.t.Errorf("fluent-bit did not exit within 30s of SIGTERM")
-	}
+	took := termWait(r.t, "fluent-bit", r.cmd.Process, r.waited)
 	r.cmd = nil
-	return time.Since(start)
+	return took
 }
 
 // tally counts what the server stored against the records numbered in want.
