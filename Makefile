@@ -6,7 +6,7 @@ MAILPIT_VERSION ?= v1.33.1
 BIN      := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all test test-fluentbit unit lint mailpit bench bench-fluentbit fuzz soak soak-restarts demo docker clean docs-screenshots helm helm-test
+.PHONY: all test test-fluentbit unit lint mailpit bench bench-fluentbit fuzz soak soak-restarts demo image image-standins image-test clean docs-screenshots helm helm-test
 
 all: smtpout.so smtpout
 
@@ -151,5 +151,21 @@ clean:
 demo:
 	./demo/run.sh
 
-docker:
-	docker build -t smtpout .
+# Container images (issue 20), with docker when its daemon answers, else podman:
+# smtpout:<v> (the official fluent/fluent-bit:<v> plus smtpout.so) for each v in
+# IMAGE_FLUENT_BIT_VERSIONS, and smtpout-plugin (FROM scratch: /smtpout.so, /LICENSE).
+# image-standins makes local stand-ins for the base images (test support, never for a release);
+# image-test builds everything and runs the compose demo and a read-only, non-root run.
+# IMAGE_BUILD_FLAGS go to every build (e.g. --network host where only the host reaches the
+# Go module proxy).
+IMAGE_FLUENT_BIT_VERSIONS ?= 5.1.1 4.2.8
+IMAGE_BUILD_FLAGS ?=
+image:
+	@. test/image/engine.sh; set -e; \
+	for v in $(IMAGE_FLUENT_BIT_VERSIONS); do \
+	  $$ENGINE build $(IMAGE_BUILD_FLAGS) --build-arg FLUENT_BIT_VERSION=$$v -t smtpout:$$v .; done; \
+	$$ENGINE build $(IMAGE_BUILD_FLAGS) --target plugin -t smtpout-plugin .
+image-standins:
+	FLUENT_BIT_DIR=$(FLUENT_BIT_DIR) FLUENT_BIT_VERSIONS="$(IMAGE_FLUENT_BIT_VERSIONS)" ./test/image/standins.sh
+image-test:
+	FLUENT_BIT_DIR=$(FLUENT_BIT_DIR) FLUENT_BIT_VERSIONS="$(IMAGE_FLUENT_BIT_VERSIONS)" ./test/image/image-test.sh

@@ -22,7 +22,7 @@ cleanup() { kill "${fb_pid:-}" "${mp_pid:-}" 2>/dev/null || true; rm -rf "$work"
 trap cleanup EXIT INT TERM
 
 "$mailpit" --smtp "127.0.0.1:${smtp_port}" --listen "127.0.0.1:${ui_port}" \
-  --smtp-tls-cert sans:localhost --smtp-tls-key sans:localhost --smtp-require-tls \
+  --smtp-tls-cert "$root/demo/tls/mailpit.pem" --smtp-tls-key "$root/demo/tls/mailpit-key.pem" --smtp-require-tls \
   --smtp-auth-accept-any --disable-version-check --smtp-disable-rdns --database "$work/mailpit.db" \
   >"$work/mailpit.log" 2>&1 &
 mp_pid=$!
