@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+
+	"github.com/smtpout/smtpout/oauth"
 )
 
 // Outcome is what became of one message.
@@ -89,7 +91,7 @@ type StepError struct {
 	// refused: the server refused the OAuth token (535, 5.7.x or an error challenge); token is
 	// the token it refused and challenge what its error challenge said. Never printed.
 	refused   bool
-	token     string
+	token     oauth.Token
 	challenge string
 }
 

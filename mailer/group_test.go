@@ -230,6 +230,91 @@ func TestPipelinedGroupConnectionLost(t *testing.T) {
 	if n := srv.Sessions(); n != 2 {
 		t.Errorf("server saw %d connections, want 2", n)
 	}
+	if n, seen := m.Dials(), srv.Sessions(); n != int64(seen) {
+		t.Errorf("Dials() = %d, the server saw %d connections: each must count once", n, seen)
+	}
+}
+
+// TestPipelinedGroupResentWithoutChunking: the server closes the connection in the middle of
+// a group (421 to the second message's MAIL), and the new connection offers no CHUNKING. The
+// messages behind the 421 went out whole before it; sent again one by one on the new
+// connection, they still carry the "may be repeated" flag (Resent). The one refused with 421
+// at MAIL cannot have been stored: not flagged. Every connection is counted once.
+func TestPipelinedGroupResentWithoutChunking(t *testing.T) {
+	var once sync.Once
+	var s *scripted
+	s = startScripted(t, "PIPELINING CHUNKING", func(line string, n int) string {
+		if !strings.HasPrefix(line, "MAIL") || n != 2 {
+			return ""
+		}
+		reply := ""
+		once.Do(func() {
+			s.mu.Lock()
+			s.ehlo = "PIPELINING" // the next connection has no CHUNKING
+			s.mu.Unlock()
+			reply = "421 4.3.2 shutting down"
+		})
+		return reply
+	})
+	m := newMailer(t, testConfig(t, s.addr, s.cert, false))
+	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
+	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
+	if diff := cmp.Diff([]Outcome{Delivered, Delivered, Delivered, Delivered}, outcomes(rs)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	var resent []bool
+	for _, r := range rs {
+		resent = append(resent, r.Resent)
+	}
+	if diff := cmp.Diff([]bool{false, false, true, true}, resent); diff != "" {
+		t.Errorf("Resent (-want +got):\n%s", diff)
+	}
+	s.mu.Lock()
+	stored := subjects(s.msgs)
+	s.mu.Unlock()
+	if diff := cmp.Diff([]string{"warm", "m1", "m2", "m3", "m4"}, stored); diff != "" {
+		t.Errorf("messages stored (-want +got):\n%s", diff)
+	}
+	if verbs := verbsAfter(s.Cmds(), 0); !contains(verbs, "DATA") {
+		t.Errorf("no DATA on the second connection: it did not go without CHUNKING: %v", verbs)
+	}
+	if n, seen := m.Dials(), s.Conns(); n != 2 || int64(seen) != n {
+		t.Errorf("Dials() = %d, the server saw %d connections; want 2 each", n, seen)
+	}
+}
+
+// TestStaleConnectionResentFlagged: a pooled connection the server closed without a word
+// carries the next message; it is sent again on a new connection, and flagged Resent when its
+// body had gone out with the commands (BDAT): the server may have stored it before closing.
+// In DATA and lock-step modes nothing of the body went out: not flagged.
+func TestStaleConnectionResentFlagged(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var conns []*smtp.Conn
+			srv := startGoSMTP(t, &fakeBackend{data: func(c *smtp.Conn, _ []byte) error {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				return nil
+			}}, false, nil)
+			m := newMailer(t, testConfig(t, srv.addr, srv.cert, false), append([]Option{WithNoopAfter(0)}, mode.opts...)...)
+			mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
+			mu.Lock()
+			_ = conns[0].Conn().Close()
+			mu.Unlock()
+			<-srv.logouts
+			rs := m.Send(context.Background(), []Message{msg("m1")})
+			mustDeliver(t, rs)
+			want := mode.name == "pipelining+chunking"
+			if rs[0].Resent != want {
+				t.Errorf("Resent = %v, want %v", rs[0].Resent, want)
+			}
+			if n := srv.Sessions(); n != 2 {
+				t.Errorf("server saw %d connections, want 2", n)
+			}
+		})
+	}
 }
 
 // TestPipelinedGroupStalledServer: the server stops answering in the middle of a group. The
@@ -257,5 +342,33 @@ func TestPipelinedGroupStalledServer(t *testing.T) {
 	}
 	if n := srv.Sessions(); n != 1 {
 		t.Errorf("server saw %d connections, want 1: no redial after a stall", n)
+	}
+}
+
+// TestPipelinedGroupLostThenServerGone: the connection drops in the middle of a group and the
+// server is gone before a new connection can be opened. The messages whose body went out on
+// the lost connection cannot be sent again: they come back as Retry flagged Ambiguous (the
+// server may hold them), not as a plain failure to connect.
+func TestPipelinedGroupLostThenServerGone(t *testing.T) {
+	var srv *goSMTP
+	var once sync.Once
+	srv = startGoSMTP(t, &fakeBackend{data: func(c *smtp.Conn, body []byte) error {
+		if strings.Contains(string(body), "Subject: m2\r\n") {
+			gone := false
+			once.Do(func() { _ = srv.srv.Close(); gone = true })
+			if gone {
+				return errors.New("gone")
+			}
+		}
+		return nil
+	}}, false, nil)
+	m := newMailer(t, testConfig(t, srv.addr, srv.cert, false))
+	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
+	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
+	for i, r := range rs[1:] {
+		if r.Outcome != Retry || !r.Ambiguous || r.Resent {
+			t.Errorf("m%d: outcome %v, ambiguous %v, resent %v (%v); want Retry, ambiguous, not resent",
+				i+2, r.Outcome, r.Ambiguous, r.Resent, r.Err)
+		}
 	}
 }

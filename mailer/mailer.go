@@ -378,23 +378,15 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 		if !ok {
 			return
 		}
-		var unwatch func() bool
-		if s != nil {
-			unwatch = s.watch(ctx)
-		}
-		defer func() {
-			if unwatch != nil {
-				unwatch()
-			}
-			m.release(s)
-		}()
+		c := m.newConn(ctx, s)
+		defer c.release()
 		for {
 			i, ok := claim()
 			if !ok {
 				return
 			}
 			group := []int{i}
-			if s != nil && s.chunking && m.groupMax > 1 {
+			if c.pipelinesGroups() {
 				// A connection that pipelines BDAT takes a group of messages at once
 				// (sendGroup); the first message of a new connection goes alone.
 				size := len(msgs[i].Data)
@@ -409,10 +401,10 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			}
 			var setupErr error
 			if len(group) == 1 {
-				results[i], setupErr = m.deliver(ctx, &s, &unwatch, &msgs[i])
+				results[i], setupErr = c.deliver(&msgs[i], false)
 			} else {
 				var rs []Result
-				rs, setupErr = m.deliverGroup(ctx, &s, &unwatch, msgs, group)
+				rs, setupErr = c.deliverGroup(msgs, group)
 				for k, j := range group {
 					results[j] = rs[k]
 				}
@@ -459,48 +451,33 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 	return results
 }
 
-// deliver sends one message on *sp, opening a connection first when there is none and
+// deliver sends one message on c, opening a connection first when there is none and
 // replacing a broken one. A reused connection that turns out stale (closed by the server, 421)
-// before anything was accepted is replaced and the message sent once more. setupErr is set when
-// no connection could be opened: the worker then stops.
-func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool, msg *Message) (res Result, setupErr error) {
+// before the server accepted anything is replaced and the message sent once more. resent: the
+// message already went out whole on a connection lost before the server answered it (its
+// BDAT body, or a group's), so the server may hold it; such a message comes back with Resent
+// when it is sent again, or Ambiguous when it cannot be. setupErr is set when no connection
+// could be opened: the worker then stops.
+func (c *conn) deliver(msg *Message, resent bool) (res Result, setupErr error) {
 	start := time.Now()
 	defer func() { res.Elapsed = time.Since(start) }()
-	drop := func() {
-		if *unwatch != nil {
-			(*unwatch)()
-			*unwatch = nil
-		}
-		(*sp).close()
-		*sp = nil
-	}
 	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return Result{Outcome: Retry, Err: err}, nil
+		if err := c.ctx.Err(); err != nil {
+			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, nil
 		}
-		reused := *sp != nil
-		if reused && m.noopAfter > 0 && time.Since((*sp).lastUsed) > m.noopAfter {
-			if err := (*sp).noop(ctx); err != nil {
-				drop()
-				reused = false
-			}
+		reused, err := c.ensure()
+		if err != nil {
+			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, err
 		}
-		if *sp == nil {
-			s, err := m.dial(ctx)
-			if err != nil {
-				return Result{Outcome: Retry, Err: err}, err
-			}
-			*sp = s
-			*unwatch = s.watch(ctx)
-		}
-		t := (*sp).send(ctx, msg)
-		if (*sp).broken {
-			drop()
-		}
-		if t.stale && reused && attempt == 0 && ctx.Err() == nil {
+		t := c.s.send(c.ctx, msg)
+		c.dropBroken()
+		if t.stale && reused && attempt == 0 && c.ctx.Err() == nil {
+			resent = resent || t.ambiguous
 			continue
 		}
-		return resultOf(t), nil
+		res = resultOf(t)
+		res.Resent = resent
+		return res, nil
 	}
 }
 
@@ -508,58 +485,39 @@ func (m *Mailer) deliver(ctx context.Context, sp **session, unwatch *func() bool
 // growing once it holds maxGroupBytes of them.
 const maxGroupBytes = 64 << 10
 
-// deliverGroup sends the messages msgs[idx...] as one pipelined group on *sp, as deliver sends
+// deliverGroup sends the messages msgs[idx...] as one pipelined group on c, as deliver sends
 // one: a connection idle too long is checked first, a broken one is replaced, and messages
 // that went out on a connection lost before the server answered anything about them (stale:
 // on a reused connection that failed at once, or after an earlier message of the group was
-// answered) are sent once more on a new connection, as deliver resends a stale message. A new
-// connection that does not pipeline BDAT gets the messages one by one. setupErr is set when no
-// connection could be opened.
-func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func() bool, msgs []Message, idx []int) (res []Result, setupErr error) {
+// answered) are sent once more on a new connection, flagged Resent as deliver flags them. A
+// new connection that does not pipeline BDAT gets the messages one by one (deliver). setupErr
+// is set when no connection could be opened.
+func (c *conn) deliverGroup(msgs []Message, idx []int) (res []Result, setupErr error) {
 	start := time.Now()
 	res = make([]Result, len(idx))
 	pend := make([]int, len(idx)) // positions in idx still to send
 	for k := range pend {
 		pend[k] = k
 	}
+	resent := make([]bool, len(idx)) // by position: went out whole on a connection lost since
 	failPending := func(err error) {
 		for _, k := range pend {
-			res[k] = Result{Outcome: Retry, Err: err, Elapsed: time.Since(start)}
+			res[k] = Result{Outcome: Retry, Err: err, Ambiguous: resent[k], Elapsed: time.Since(start)}
 		}
-	}
-	drop := func() {
-		if *unwatch != nil {
-			(*unwatch)()
-			*unwatch = nil
-		}
-		(*sp).close()
-		*sp = nil
 	}
 	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
+		if err := c.ctx.Err(); err != nil {
 			failPending(err)
 			return res, nil
 		}
-		reused := *sp != nil
-		if reused && m.noopAfter > 0 && time.Since((*sp).lastUsed) > m.noopAfter {
-			if err := (*sp).noop(ctx); err != nil {
-				drop()
-				reused = false
-			}
+		reused, err := c.ensure()
+		if err != nil {
+			failPending(err)
+			return res, err
 		}
-		if *sp == nil {
-			m.dials.Add(1)
-			s, err := m.dial(ctx)
-			if err != nil {
-				failPending(err)
-				return res, err
-			}
-			*sp = s
-			*unwatch = s.watch(ctx)
-		}
-		if !(*sp).chunking {
+		if !c.s.chunking {
 			for n, k := range pend {
-				if res[k], setupErr = m.deliver(ctx, sp, unwatch, &msgs[idx[k]]); setupErr != nil {
+				if res[k], setupErr = c.deliver(&msgs[idx[k]], resent[k]); setupErr != nil {
 					pend = pend[n+1:]
 					failPending(setupErr)
 					return res, setupErr
@@ -571,10 +529,8 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 		for n, k := range pend {
 			group[n] = &msgs[idx[k]]
 		}
-		txs, end := (*sp).sendGroup(ctx, group)
-		if (*sp).broken {
-			drop()
-		}
+		txs, end := c.s.sendGroup(c.ctx, group)
+		c.dropBroken()
 		var stale []int
 		answered, timedOut := false, false
 		for n, t := range txs {
@@ -587,14 +543,16 @@ func (m *Mailer) deliverGroup(ctx context.Context, sp **session, unwatch *func()
 			timedOut = timedOut || timeout(t.err)
 		}
 		// A server that stopped answering is not tried again here: Send hands the rest back.
-		retry := len(stale) > 0 && attempt == 0 && ctx.Err() == nil && (reused || answered) && !timedOut
+		retry := len(stale) > 0 && attempt == 0 && c.ctx.Err() == nil && (reused || answered) && !timedOut
 		for n, t := range txs {
+			k := pend[n]
 			if retry && t.stale {
+				resent[k] = resent[k] || t.ambiguous
 				continue
 			}
-			res[pend[n]] = resultOf(t)
-			res[pend[n]].Elapsed = end[n].Sub(start)
-			res[pend[n]].Resent = attempt > 0
+			res[k] = resultOf(t)
+			res[k].Elapsed = end[n].Sub(start)
+			res[k].Resent = resent[k]
 		}
 		if !retry {
 			return res, nil

@@ -92,15 +92,7 @@ func (s *session) tokenAuthenticate(ctx context.Context, mech string, pr *ProbeR
 	m, addr := s.m, s.m.addr
 	tok, err := m.tokens.Token(ctx)
 	if err != nil {
-		se := &StepError{Step: StepToken, Err: err, operator: true} // err names the endpoint
-		var oe *oauth.Error
-		if errors.As(err, &oe) && oe.Hint == "" && oe.Status == 0 {
-			se.Hint = "the token endpoint cannot be reached: check auth_token_url, the network and tls_ca_file"
-		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			se.operator = false
-		}
-		return se
+		return tokenStepError(err)
 	}
 	pr.token(m.tokens.Endpoint(), tok)
 	host, portText, _ := net.SplitHostPort(addr)
@@ -114,6 +106,7 @@ func (s *session) tokenAuthenticate(ctx context.Context, mech string, pr *ProbeR
 	}
 	err = s.client.Auth(a)
 	if err == nil {
+		m.tokens.Accepted(tok)
 		return nil
 	}
 	var be *sasl.OAuthBearerError
@@ -121,7 +114,7 @@ func (s *session) tokenAuthenticate(ctx context.Context, mech string, pr *ProbeR
 		err = fmt.Errorf("OAUTHBEARER error challenge: %s", be.Status)
 	}
 	se := replyError(StepAUTH, addr, ctxError(ctx, err))
-	se.token = tok.Value
+	se.token = tok
 	se.challenge = challengeText(a.challenge)
 	if se.Code == 535 || a.challenge != nil || se.Code >= 500 && strings.HasPrefix(se.EnhancedCode, "5.7.") {
 		se.refused = true
@@ -133,6 +126,25 @@ func (s *session) tokenAuthenticate(ctx context.Context, mech string, pr *ProbeR
 	}
 	if se.challenge != "" && se.Message == "" {
 		se.Message = "error challenge: " + se.challenge
+	}
+	return se
+}
+
+// tokenStepError is the error of a connection that could not get a token: a *StepError at
+// the token step naming the token source, or, while the source backs off after servers
+// refused its tokens, that refusal again (the same line, so the log's repeat filter holds it).
+func tokenStepError(err error) error {
+	var refusal *StepError
+	if errors.As(err, &refusal) {
+		return refusal
+	}
+	se := &StepError{Step: StepToken, Err: err, operator: true} // err names the endpoint
+	var oe *oauth.Error
+	if errors.As(err, &oe) && oe.Hint == "" && oe.Status == 0 {
+		se.Hint = "the token endpoint cannot be reached: check auth_token_url, the network and tls_ca_file"
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		se.operator = false
 	}
 	return se
 }

@@ -57,6 +57,16 @@ func oauthKeys(ep *oauthtest.Endpoint, srv *oauthtest.SMTP, mech, source string)
 	return g
 }
 
+// tokenFileKeys returns the configuration keys for a token in file, for srv.
+func tokenFileKeys(ep *oauthtest.Endpoint, srv *oauthtest.SMTP, mech, file string) config.MapGetter {
+	g := oauthKeys(ep, srv, mech, "secret_post")
+	for _, k := range []string{"auth_token_url", "auth_client_id", "auth_scope", "auth_client_secret"} {
+		delete(g, k)
+	}
+	g["auth_token_file"] = file
+	return g
+}
+
 func oauthMailer(t *testing.T, g config.Getter, opts ...Option) *Mailer {
 	t.Helper()
 	cfg, err := config.Parse(g)
@@ -139,17 +149,13 @@ func TestOAuthTokenFileReread(t *testing.T) {
 	if err := os.WriteFile(file, []byte(first.Value+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := oauthKeys(ep, srv, "xoauth2", "secret_post")
-	for _, k := range []string{"auth_token_url", "auth_client_id", "auth_scope", "auth_client_secret"} {
-		delete(g, k)
-	}
-	g["auth_token_file"] = file
+	g := tokenFileKeys(ep, srv, "xoauth2", file)
 	m := oauthMailer(t, g)
 	mustDeliver(t, m.Send(context.Background(), msgs(1)))
 
 	// The sidecar writes a new token and the old one is revoked: the next connection uses
 	// the new one, without a refusal.
-	m0.tokens.Invalidate(first.Value)
+	m0.tokens.Refused(first, errors.New("revoked")) // m0 drops it and fetches another
 	srv.Revoke()
 	second, err := m0.tokens.Token(context.Background())
 	if err != nil {
@@ -306,5 +312,75 @@ func TestOAuthConnectionOutlivesItsToken(t *testing.T) {
 	}
 	if got := ep.Requests()["secret_post/ok"]; got != 1 {
 		t.Errorf("%d token requests, want 1", got)
+	}
+}
+
+// A server that refuses every token: one more token after the first refusal, then the token
+// requests back off as after a failed request, so ten sends in a row cost two token
+// requests and two refused AUTHs (before: 11 and 20), and every send gets the same error.
+func TestOAuthRefusedTokenBacksOff(t *testing.T) {
+	ep := oauthtest.NewEndpoint(t, oauthUser)
+	srv := oauthtest.NewSMTP(t, ep)
+	srv.RefuseAll.Store(true)
+	m := oauthMailer(t, oauthKeys(ep, srv, "xoauth2", "secret_post"))
+	var texts []string
+	for range 10 {
+		rs := m.Send(context.Background(), msgs(1))
+		if rs[0].Outcome != Retry || rs[0].Err == nil {
+			t.Fatalf("result %v %v, want Retry with an error", rs[0].Outcome, rs[0].Err)
+		}
+		texts = append(texts, rs[0].Err.Error())
+	}
+	if got := ep.Requests()["secret_post/ok"]; got != 2 {
+		t.Errorf("token requests = %d for 10 sends, want 2 (the first, one after the refusal)", got)
+	}
+	if _, failed, _ := srv.AuthCounts(); failed["XOAUTH2"] != 2 {
+		t.Errorf("AUTH refused %d times for 10 sends, want 2", failed["XOAUTH2"])
+	}
+	for i, text := range texts {
+		if text != texts[0] || !strings.Contains(text, "refused a freshly issued token") {
+			t.Errorf("send %d: %s\nwant the first send's error with the hint: %s", i, text, texts[0])
+		}
+	}
+	if st := m.AuthStats(); st != (AuthStats{TokenOK: 2, AuthFailures: 2}) {
+		t.Errorf("AuthStats = %+v", st)
+	}
+}
+
+// A token file holding an expired token: Send returns at once with Retry and an error naming
+// the file, without opening a connection, and without reading the unchanged file again;
+// once a valid token is written, the next Send delivers.
+func TestOAuthExpiredTokenFile(t *testing.T) {
+	ep := oauthtest.NewEndpoint(t, oauthUser)
+	srv := oauthtest.NewSMTP(t, ep)
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(ep.Mint(-time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := oauthMailer(t, tokenFileKeys(ep, srv, "oauthbearer", file))
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rs := m.Send(ctx, msgs(3))
+		cancel()
+		for _, r := range rs {
+			var se *StepError
+			if r.Outcome != Retry || !errors.As(r.Err, &se) || se.Step != StepToken || !se.Operator() ||
+				!strings.Contains(r.Err.Error(), "file "+file+": the token expired at ") {
+				t.Fatalf("result %v %v, want Retry at the token step naming the file and the expiry", r.Outcome, r.Err)
+			}
+		}
+	}
+	if st := m.AuthStats(); st != (AuthStats{TokenFailed: 1}) {
+		t.Errorf("AuthStats = %+v after 5 sends, want the file read once (1 failed)", st)
+	}
+	if n := m.Dials(); n != 0 {
+		t.Errorf("%d connections opened without a usable token, want 0", n)
+	}
+	if err := os.WriteFile(file, []byte(ep.Mint(time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustDeliver(t, m.Send(context.Background(), msgs(3)))
+	if _, failed, _ := srv.AuthCounts(); len(failed) != 0 {
+		t.Errorf("AUTH refused: %v", failed)
 	}
 }

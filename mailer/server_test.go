@@ -424,7 +424,10 @@ func (s *scripted) serve(c net.Conn) {
 			switch verb {
 			case "EHLO":
 				say("250-localhost")
-				for _, e := range strings.Fields(s.ehlo) {
+				s.mu.Lock()
+				ehlo := s.ehlo // a test may change it between connections
+				s.mu.Unlock()
+				for _, e := range strings.Fields(ehlo) {
 					say("250-" + e)
 				}
 				say("250 8BITMIME")

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/wneessen/go-mail/smtp"
+
+	"github.com/smtpout/smtpout/oauth"
 )
 
 // session is one SMTP connection: opened (TLS, EHLO, AUTH) with go-mail's smtp.Client, which
@@ -60,28 +62,39 @@ func (s *session) watch(ctx context.Context) (stop func() bool) {
 // text returns the current textproto.Conn (STARTTLS replaces it).
 func (s *session) text() *textproto.Conn { return s.client.Text }
 
-// dial opens, secures and authenticates a new connection. On error nothing stays open.
+// dial opens, secures and authenticates a new connection. On error nothing stays open. With a
+// token source the token comes first: while the source fails or backs off (a refused token
+// included), no connection is opened at all.
 func (m *Mailer) dial(ctx context.Context) (_ *session, err error) {
+	if m.tokens != nil {
+		if _, err := m.tokens.Token(ctx); err != nil {
+			return nil, tokenStepError(err)
+		}
+	}
 	return m.openAuthenticated(ctx, nil)
 }
 
-// openAuthenticated is open, and when the server refuses the OAuth token: drop it, fetch a
-// new one and try once more on a new connection. A second refusal comes back with a hint.
+// openAuthenticated is open, and when the server refuses the OAuth token: tell the token
+// source, and when it allows (the first refusal in a row) fetch a new token and try once more
+// on a new connection. A refusal that ends it comes back with a hint, and the token source
+// keeps that error for its back-off. Every TCP connection opened is counted here, once.
 func (m *Mailer) openAuthenticated(ctx context.Context, pr *ProbeResult) (*session, error) {
-	m.dials.Add(1)
-	s, err := m.open(ctx, pr)
-	var se *StepError
-	if err == nil || m.tokens == nil || !errors.As(err, &se) || !se.refused {
-		return s, err
+	for attempt := 0; ; attempt++ {
+		m.dials.Add(1)
+		s, err := m.open(ctx, pr)
+		var se *StepError
+		if err == nil || m.tokens == nil || !errors.As(err, &se) || !se.refused {
+			return s, err
+		}
+		// What the token source keeps and the caller gets: no token in it.
+		kept := *se
+		kept.refused, kept.token = false, oauth.Token{}
+		kept.Hint = refusalHint(m.tlsConfig.ServerName, se.token.Value, se.challenge)
+		if again := m.tokens.Refused(se.token, &kept); !again || attempt > 0 {
+			return nil, &kept
+		}
+		pr.retried()
 	}
-	m.tokens.Invalidate(se.token)
-	pr.retried()
-	m.dials.Add(1)
-	s, err = m.open(ctx, pr)
-	if errors.As(err, &se) && se.refused {
-		se.Hint = refusalHint(m.tlsConfig.ServerName, se.token, se.challenge)
-	}
-	return s, err
 }
 
 // open is dial, noting in pr (when not nil) what each step learnt as it completes: Probe

@@ -38,6 +38,9 @@ type Token struct {
 	Value string
 	// Obtained is when it was fetched; Expiry when it expires (zero: unknown).
 	Obtained, Expiry time.Time
+	// gen numbers the fetches of one Provider, so a refusal names the fetch it refused even
+	// when two fetches brought the same value (an unchanged token file).
+	gen uint64
 }
 
 // Lifetime is Expiry - Obtained, or 0 when the expiry is unknown.
@@ -53,7 +56,9 @@ type fetcher interface {
 	fetch(ctx context.Context) (*oauth2.Token, error)
 }
 
-// changer is a fetcher whose token can change behind its back (a token file).
+// changer is a fetcher whose token can change behind its back (a token file): changed
+// reports whether it differs from what the last fetch saw, so it is fetched again at once,
+// back-off or not.
 type changer interface {
 	changed() bool
 }
@@ -73,9 +78,14 @@ type Provider struct {
 	mu       sync.Mutex
 	tok      *Token
 	fetching chan struct{} // closed when the fetch in flight ends; nil when none
+	gen      uint64        // fetches that brought a token
 	lastErr  error
 	retryAt  time.Time
 	backoff  time.Duration
+	// refusals counts the tokens servers refused in a row (reset when one is accepted), and
+	// refusedGen is the fetch of the last one refused.
+	refusals   int
+	refusedGen uint64
 
 	ok, failed atomic.Int64
 }
@@ -185,24 +195,18 @@ func fresh(t *Token, now time.Time) bool {
 	return r.IsZero() || now.Before(r)
 }
 
-// Token returns the current token, fetching a new one when there is none or it is due for
-// renewal. One request runs at a time: concurrent callers wait for it, or keep using the
-// current token while it has margin left. After a failed request, callers get the failure
-// (a *WaitError) at once until the back-off has passed (1s, doubling up to a minute). A
-// caller whose ctx ends stops waiting; the request it started goes on for the others,
-// bounded by the HTTP client's timeout.
+// Token returns the current token, fetching a new one when there is none, it is due for
+// renewal, or its source changed (a token file written again). One request runs at a time:
+// concurrent callers wait for it, or keep using the current token while it has margin left.
+// After a failure (a failed request, a token already expired, or a token servers refused
+// twice in a row), callers get the failure (a *WaitError) at once until the back-off has
+// passed (1s, doubling up to a minute), unless the source changed meanwhile. A caller whose
+// ctx ends stops waiting; the request it started goes on for the others, bounded by the HTTP
+// client's timeout.
 func (p *Provider) Token(ctx context.Context) (Token, error) {
 	for {
 		p.mu.Lock()
 		now := p.now()
-		if p.tok != nil && fresh(p.tok, now) {
-			if c, ok := p.src.(changer); !ok || !c.changed() {
-				t := *p.tok
-				p.mu.Unlock()
-				return t, nil
-			}
-			p.tok = nil
-		}
 		if ch := p.fetching; ch != nil {
 			if usable(p.tok, now) {
 				t := *p.tok
@@ -217,7 +221,18 @@ func (p *Provider) Token(ctx context.Context) (Token, error) {
 				return Token{}, ctx.Err()
 			}
 		}
-		if now.Before(p.retryAt) {
+		// No fetch is in flight, so the source's notion of its last fetch is stable.
+		c, ok := p.src.(changer)
+		changed := ok && c.changed()
+		if changed {
+			p.tok = nil // the file's new content replaces it, whatever it holds
+		}
+		if p.tok != nil && fresh(p.tok, now) {
+			t := *p.tok
+			p.mu.Unlock()
+			return t, nil
+		}
+		if now.Before(p.retryAt) && !changed {
 			if usable(p.tok, now) {
 				t := *p.tok
 				p.mu.Unlock()
@@ -242,26 +257,54 @@ func (p *Provider) Token(ctx context.Context) (Token, error) {
 }
 
 // refresh runs one token request and stores its outcome: the new token, or the failure
-// and the next back-off. It closes ch when done.
+// and the next back-off. A token that has already expired is a failure: handing it out would
+// only have it refused, and fetching again at once would bring it back. It closes ch when
+// done.
 func (p *Provider) refresh(ctx context.Context, ch chan struct{}) {
 	t, err := p.fetch(ctx)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fetching = nil
 	close(ch)
+	if err == nil && !t.Expiry.IsZero() && !p.now().Before(t.Expiry) {
+		err = p.expired(t)
+	}
 	if err != nil {
 		p.failed.Add(1)
-		p.lastErr = err
-		if p.backoff == 0 {
-			p.backoff = MinBackoff
-		} else {
-			p.backoff = min(2*p.backoff, MaxBackoff)
-		}
-		p.retryAt = p.now().Add(p.backoff)
+		p.fail(err)
 		return
 	}
 	p.ok.Add(1)
-	p.tok, p.lastErr, p.backoff, p.retryAt = t, nil, 0, time.Time{}
+	p.gen++
+	t.gen = p.gen
+	p.tok, p.lastErr, p.retryAt = t, nil, time.Time{}
+	if p.refusals == 0 {
+		// Servers refusing tokens keep the back-off growing until one is accepted.
+		p.backoff = 0
+	}
+}
+
+// expired is the error of a fetch that brought a token past its expiry.
+func (p *Provider) expired(t *Token) error {
+	e := &Error{Endpoint: p.endpoint, Text: "the token expired at " + t.Expiry.UTC().Format(time.RFC3339)}
+	if _, file := p.src.(changer); file {
+		e.Hint = "whatever renews auth_token_file has stopped: the file is read again as soon as it changes"
+	} else {
+		e.Hint = "the endpoint issued a token that had already expired: check this host's clock"
+	}
+	return e
+}
+
+// fail records a failure: callers get err until the back-off (1s, doubling up to a minute)
+// has passed. p.mu must be held.
+func (p *Provider) fail(err error) {
+	p.lastErr = err
+	if p.backoff == 0 {
+		p.backoff = MinBackoff
+	} else {
+		p.backoff = min(2*p.backoff, MaxBackoff)
+	}
+	p.retryAt = p.now().Add(p.backoff)
 }
 
 // fetch runs one token request, not cancelled with the caller's context (other callers may
@@ -278,13 +321,43 @@ func (p *Provider) fetch(ctx context.Context) (*Token, error) {
 	return &Token{Value: ot.AccessToken, Obtained: start, Expiry: ot.Expiry}, nil
 }
 
-// Invalidate drops the cached token when it is value (a server refused it), so the next
-// Token call fetches a new one at once, back-off aside. A token already replaced is kept.
-func (p *Provider) Invalidate(value string) {
+// Refused tells the Provider that a server refused t with err (which must hold no token),
+// and drops t. The first refusal in a row returns again = true: the caller may fetch a new
+// token and try once more at once, as a token revoked before its expiry is replaced without
+// delay. A refusal of a later token is a failure like a failed request: Token returns err
+// (in a *WaitError) until the back-off has passed, and the back-off keeps growing until a
+// server accepts a token (Accepted). Concurrent refusals of one token count once.
+func (p *Provider) Refused(t Token, err error) (again bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tok != nil && p.tok.Value == value {
+	if p.tok != nil && p.tok.gen == t.gen {
 		p.tok = nil
+	}
+	if t.gen <= p.refusedGen {
+		// Another connection's refusal of this token, or a late one of a token replaced
+		// since: counted already, and the current token may be tried as the first would.
+		return p.refusals == 1
+	}
+	p.refusedGen = t.gen
+	p.refusals++
+	if p.refusals == 1 {
+		return true
+	}
+	p.fail(err)
+	return false
+}
+
+// Accepted tells the Provider that a server accepted t: refusals no longer count against
+// the tokens that follow.
+func (p *Provider) Accepted(t Token) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.gen <= p.refusedGen || p.refusals == 0 {
+		return
+	}
+	p.refusals = 0
+	if p.retryAt.IsZero() {
+		p.backoff = 0
 	}
 }
 

@@ -174,13 +174,7 @@ func TestBackoff(t *testing.T) {
 		waits = append(waits, w)
 		c.Add(w)
 	}
-	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
-	for i := range want {
-		want[i] *= time.Second
-	}
-	if diff := cmp.Diff(want, waits); diff != "" {
-		t.Errorf("back-off (-want +got):\n%s", diff)
-	}
+	checkBackoff(t, waits)
 	s.fail.Store(false)
 	if v := mustToken(t, p); v != "tok10" {
 		t.Errorf("after recovery: %s", v)
@@ -190,16 +184,188 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-// Invalidate drops only the token named, so concurrent refusals of one token cause one
-// request.
-func TestInvalidate(t *testing.T) {
+// checkBackoff fails t unless waits are the back-off's: 1s, doubling up to a minute, then a
+// minute.
+func checkBackoff(t *testing.T, waits []time.Duration) {
+	t.Helper()
+	var want []time.Duration
+	for w := time.Second; len(want) < len(waits); w = min(2*w, time.Minute) {
+		want = append(want, w)
+	}
+	if diff := cmp.Diff(want, waits); diff != "" {
+		t.Errorf("back-off (-want +got):\n%s", diff)
+	}
+}
+
+// Refused drops only the token named, so a late refusal of a replaced token costs nothing,
+// and concurrent refusals of one token count once.
+func TestRefusedDropsOnlyThatToken(t *testing.T) {
 	p, s, _ := newScripted(time.Hour)
-	old := mustToken(t, p)
-	p.Invalidate(old)
+	refusal := errors.New("smtp AUTH: 535 5.7.3 refused")
+	old, err := p.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Refused(old, refusal) || !p.Refused(old, refusal) {
+		t.Fatal("the first refusal of a token (from two connections) must allow one more try")
+	}
 	fresh := mustToken(t, p)
-	p.Invalidate(old) // a late refusal of the old token
+	p.Refused(old, refusal) // a late refusal of the old token
 	if v := mustToken(t, p); v != fresh || s.calls.Load() != 2 {
 		t.Errorf("got %s after %d fetches, want %s after 2", v, s.calls.Load(), fresh)
+	}
+}
+
+// A server that refuses every token: the first refusal gets a new token at once, every
+// refusal after it backs off exactly as a failing endpoint does (1s, 2s, 4s... a minute),
+// with the refusal as the error; a token accepted ends it.
+func TestRefusedTokensBackOff(t *testing.T) {
+	p, s, c := newScripted(time.Hour)
+	refusal := errors.New("smtp AUTH: 535 5.7.3 refused")
+	ctx := context.Background()
+	tok, err := p.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Refused(tok, refusal) {
+		t.Fatal("first refusal: no second try")
+	}
+	var waits []time.Duration
+	for range 8 {
+		tok, err := p.Token(ctx)
+		if err != nil {
+			t.Fatalf("after the back-off: %v", err)
+		}
+		before := s.calls.Load()
+		if p.Refused(tok, refusal) {
+			t.Fatal("a refusal in a row allowed another try at once")
+		}
+		var we *WaitError
+		for range 3 {
+			_, err := p.Token(ctx)
+			if !errors.As(err, &we) || !errors.Is(err, refusal) || s.calls.Load() != before {
+				t.Fatalf("within the back-off: %v, %d fetches (want %d)", err, s.calls.Load(), before)
+			}
+		}
+		waits = append(waits, we.Until.Sub(c.Now()))
+		c.Add(we.Until.Sub(c.Now()))
+	}
+	checkBackoff(t, waits)
+	if n := s.calls.Load(); n != 9 {
+		t.Errorf("%d token requests for 9 refusals, want 9", n)
+	}
+	// Accepted: the next refusal (a token revoked later) is again retried at once.
+	tok = Token{}
+	if tok, err = p.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Accepted(tok)
+	if !p.Refused(tok, refusal) {
+		t.Error("after a token was accepted, a refusal did not allow a new token at once")
+	}
+	if st := p.Stats(); st.Failed != 0 {
+		t.Errorf("Stats = %+v: refusals are not failed requests", st)
+	}
+}
+
+// A token that has already expired when it arrives is a failure: Token returns promptly with
+// an error naming the source, and requests back off as after a failed one (before, every
+// caller fetched again at once, for ever).
+func TestExpiredTokenBacksOff(t *testing.T) {
+	p, s, c := newScripted(-time.Minute)
+	var waits []time.Duration
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		before := s.calls.Load()
+		_, err := p.Token(ctx)
+		cancel()
+		var we *WaitError
+		if !errors.As(err, &we) || !strings.Contains(err.Error(), "https://idp.example/token: the token expired at 2026-") {
+			t.Fatalf("Token = %v after %d fetches; want a *WaitError saying the token expired", err, s.calls.Load()-before)
+		}
+		if n := s.calls.Load() - before; n != 1 {
+			t.Fatalf("%d fetches for one call, want 1", n)
+		}
+		if _, err := p.Token(context.Background()); !errors.As(err, &we) || s.calls.Load() != before+1 {
+			t.Fatalf("within the back-off: %v, %d fetches", err, s.calls.Load()-before)
+		}
+		waits = append(waits, we.Until.Sub(c.Now()))
+		c.Add(we.Until.Sub(c.Now()))
+	}
+	checkBackoff(t, waits)
+	if st := p.Stats(); st != (Stats{Failed: 8}) {
+		t.Errorf("Stats = %+v, want 8 failed", st)
+	}
+}
+
+// jwtExpiring is an unsigned JWT whose exp is at.
+func jwtExpiring(at time.Time) string {
+	return "eyJhbGciOiJub25lIn0." + b64(fmt.Sprintf(`{"exp":%d,"aud":"https://outlook.office.com"}`, at.Unix())) + ".c2ln"
+}
+
+// A token file holding an expired token: an error naming the file at once, no read again
+// while the file stays as it is (however often Token is called), a read as soon as it
+// changes (also when only its inode does: a Kubernetes secret swapped in place), and the
+// valid token written then is used at once, back-off or not.
+func TestTokenFileExpired(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "token")
+	expired := jwtExpiring(time.Now().Add(-time.Hour))
+	if err := os.WriteFile(f, []byte(expired+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(config.Config{AuthMechanism: config.MechXOAuth2, Auth: config.Auth{Source: config.SourceTokenFile, TokenFile: f}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 1000 {
+		_, err = p.Token(ctx)
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Token = %v, want the expired token's error", err)
+		}
+	}
+	for _, want := range []string{"file " + f, "the token expired at", "auth_token_file"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if st := p.Stats(); st != (Stats{Failed: 1}) {
+		t.Errorf("Stats = %+v after 1000 calls on an unchanged file, want one read (1 failed)", st)
+	}
+
+	// Same size and time, another inode: read again.
+	fi, err := os.Stat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "token.new")
+	if err := os.WriteFile(tmp, []byte(jwtExpiring(time.Now().Add(-2*time.Hour))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(tmp, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Token(ctx); err == nil {
+		t.Fatal("an expired token was handed out")
+	}
+	if st := p.Stats(); st != (Stats{Failed: 2}) {
+		t.Errorf("Stats = %+v after the inode changed, want a second read (2 failed)", st)
+	}
+
+	valid := jwtExpiring(time.Now().Add(time.Hour))
+	if err := os.WriteFile(f, []byte(valid+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustToken(t, p); v != valid {
+		t.Errorf("after a valid token was written: %q", v)
+	}
+	if st := p.Stats(); st != (Stats{OK: 1, Failed: 2}) {
+		t.Errorf("Stats = %+v, want 1 ok, 2 failed", st)
 	}
 }
 
@@ -313,7 +479,11 @@ func TestGrantsAgainstEndpoint(t *testing.T) {
 	p, _ := New(g(append(cc, "auth_client_assertion_file", ep.AssertionFile)...))
 	mustToken(t, p)
 	ep.SetFederated("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyb3RhdGVkIn0.c2lnbmF0dXJl")
-	p.Invalidate(mustToken(t, p))
+	tok, err := p.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Refused(tok, errors.New("refused"))
 	if _, err := p.Token(context.Background()); err != nil {
 		t.Errorf("after rotation: %v", err)
 	}

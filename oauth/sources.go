@@ -179,13 +179,41 @@ func (s *serviceAccount) fetch(ctx context.Context) (*oauth2.Token, error) {
 // tokenFile reads a ready access token from a file, again whenever the file changes.
 type tokenFile struct {
 	path string
-	mod  time.Time
-	size int64
+	// seen is the file as the last read found it (read under the Provider's lock, or by the
+	// one fetch in flight, never both at once).
+	seen fileState
+}
+
+// fileState is what tells one version of a file from another: whether it exists, its
+// modification time, size and inode (a Kubernetes secret volume swaps a symbolic link, so
+// the inode changes even when the time and size do not).
+type fileState struct {
+	exists bool
+	mod    time.Time
+	size   int64
+	ino    uint64
+}
+
+// stat returns the state of path; a file that cannot be stat'ed is one that does not exist
+// (err says why).
+func stat(path string) (fileState, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileState{}, err
+	}
+	return fileState{exists: true, mod: fi.ModTime(), size: fi.Size(), ino: inode(fi)}, nil
+}
+
+// same reports whether a and b are the same version of the file.
+func (a fileState) same(b fileState) bool {
+	return a.exists == b.exists && a.mod.Equal(b.mod) && a.size == b.size && a.ino == b.ino
 }
 
 func (s *tokenFile) fetch(context.Context) (*oauth2.Token, error) {
-	fi, err := os.Stat(s.path)
-	if err != nil {
+	// The state is noted before the read and whatever its outcome: a file that changes while
+	// it is read is read again, one that does not is not read again until the back-off.
+	var err error
+	if s.seen, err = stat(s.path); err != nil {
 		return nil, &Error{Text: fmt.Sprintf("auth_token_file %q: %v", s.path, unwrapPath(err))}
 	}
 	data, err := os.ReadFile(s.path)
@@ -196,7 +224,6 @@ func (s *tokenFile) fetch(context.Context) (*oauth2.Token, error) {
 	if v == "" {
 		return nil, &Error{Text: fmt.Sprintf("auth_token_file %q is empty", s.path)}
 	}
-	s.mod, s.size = fi.ModTime(), fi.Size()
 	t := &oauth2.Token{AccessToken: v}
 	if c, ok := ReadClaims(v); ok && c.Expiry != 0 {
 		t.Expiry = time.Unix(c.Expiry, 0)
@@ -204,11 +231,11 @@ func (s *tokenFile) fetch(context.Context) (*oauth2.Token, error) {
 	return t, nil
 }
 
-// changed reports whether the file differs from what was read last (called under the
+// changed reports whether the file differs from what the last read found (called under the
 // Provider's lock).
 func (s *tokenFile) changed() bool {
-	fi, err := os.Stat(s.path)
-	return err != nil || !fi.ModTime().Equal(s.mod) || fi.Size() != s.size
+	now, _ := stat(s.path)
+	return !now.same(s.seen)
 }
 
 func unwrapPath(err error) error {

@@ -294,3 +294,81 @@ func (r *fluentBitRun) waitMetrics(port int, what string, ok func(string) bool) 
 		}
 	}
 }
+
+// TestMetricsConnectionsWithDropsInGroups: the server drops the connection in the middle of
+// pipelined groups (twice, one connection at a time), the messages behind each drop are sent
+// again on a new connection, and connections_opened_total equals the connections the server
+// saw: a redial inside a group counts once. Every record arrives; every copy is explained.
+func TestMetricsConnectionsWithDropsInGroups(t *testing.T) {
+	fs, keys := dropsInGroups(t)
+	h := StartHost(t)
+	h.Expect("cmetrics on", "ok")
+	h.Configure(0, keys)
+	if rc := h.Init(0); rc != flbOK {
+		t.Fatalf("init = %d; log:\n%s", rc, h.Log())
+	}
+	flushUntilOK(t, h, numbered(0, 40), 5)
+	c := fs.Counters()
+	if c.Injected[faultDropBeforeStore] != 1 || c.Injected[faultDropAfterStore] != 1 {
+		t.Fatalf("faults injected %v, want one drop of each kind: the scenario did not happen", c.Injected)
+	}
+	resent := h.LogLines("[ warn] [output:smtp:smtp.0] delivery of Message-ID <", "may be repeated")
+	if len(resent) == 0 {
+		t.Errorf("no message was sent again on a new connection: the drops were not inside groups; log:\n%s", h.Log())
+	}
+	got := series(h.Metrics(), "smtp.0")["connections_opened_total"]
+	if got != float64(c.Opened) {
+		t.Errorf("connections_opened_total = %v, the server saw %d connections", got, c.Opened)
+	}
+	t.Logf("%d connections, %d emails sent again after a drop", c.Opened, len(resent))
+	checkDelivery(t, fs, span(0, 40))
+	h.Exit(0)
+}
+
+// dropsInGroups starts the fault server of the drops-inside-groups scenarios and returns it
+// with the keys of an output using one connection at a time.
+func dropsInGroups(t *testing.T) (*faultServer, map[string]string) {
+	fs := startFaultServer(t, faultOptions{plan: func(tx int) fault {
+		switch tx {
+		case 4: // the third message of the first group (the first message goes alone)
+			return faultDropBeforeStore
+		case 20: // inside the group on the connection opened after the first drop
+			return faultDropAfterStore
+		}
+		return faultNone
+	}})
+	keys := faultKeys(fs, "soc@example.com")
+	keys["max_connections"] = "1"
+	return fs, keys
+}
+
+// TestFluentBitMetricsConnectionsWithDropsInGroups is TestMetricsConnectionsWithDropsInGroups
+// through a real Fluent Bit, the counter read from its Prometheus endpoint.
+func TestFluentBitMetricsConnectionsWithDropsInGroups(t *testing.T) {
+	fluentBit(t)
+	fs, keys := dropsInGroups(t)
+	port := freePort(t)
+	service := httpServer(port)
+	service["scheduler.base"] = "1" // Fluent Bit's retry of the chunk within seconds
+	service["scheduler.cap"] = "3"
+	fb := startFluentBitWith(t, service, []outputSection{{match: "*", retryLimit: "no_limits", keys: keys}}, true)
+	fb.send(faultTag, numbered(0, 40))
+	body := fb.waitMetrics(port, "40 emails delivered", func(s string) bool {
+		return strings.Contains(s, `fluentbit_smtp_emails_delivered_total{name="smtp.0"} 40`)
+	})
+	c := fs.Counters()
+	if c.Injected[faultDropBeforeStore] != 1 || c.Injected[faultDropAfterStore] != 1 {
+		t.Fatalf("faults injected %v, want one drop of each kind: the scenario did not happen", c.Injected)
+	}
+	got := metricValue(body, `fluentbit_smtp_connections_opened_total{name="smtp.0"}`)
+	if got != float64(c.Opened) {
+		t.Errorf("connections_opened_total = %v, the server saw %d connections", got, c.Opened)
+	}
+	fb.stop()
+	resent := fb.logLines("[ warn] [output:smtp:smtp.0] delivery of Message-ID <", "may be repeated")
+	if len(resent) == 0 {
+		t.Errorf("no message was sent again on a new connection: the drops were not inside groups")
+	}
+	t.Logf("%d connections, %d emails sent again after a drop", c.Opened, len(resent))
+	checkDelivery(t, fs, span(0, 40))
+}

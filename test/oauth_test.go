@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/smtpout/smtpout/testsupport/oauthtest"
+	"github.com/smtpout/smtpout/testsupport/proc"
 )
 
 // OAuth 2.0 end to end (issue 12): the plugin, loaded by the C host or by a real Fluent Bit,
@@ -467,4 +470,104 @@ func checkOneTokenPerSource(t *testing.T, want map[string][]int, srv *oauthtest.
 	if diff := cmp.Diff(wantReq, ep.Requests()); diff != "" {
 		t.Errorf("token requests (-want +got):\n%s", diff)
 	}
+}
+
+// An auth_token_file holding an expired token (a JWT whose exp has passed), through a real
+// Fluent Bit: the flush returns RETRY at once with one [error] line naming the file, the
+// file is not read in a loop, Fluent Bit's HTTP server answers and the process stays nearly
+// idle while it waits; a valid token written to the file is picked up by itself and every
+// record is delivered once, within 10 s. Fluent Bit's own retry pace is set short
+// (scheduler.cap): the plugin is ready at once, Fluent Bit decides when it asks again.
+func TestFluentBitOAuthExpiredTokenFile(t *testing.T) {
+	fluentBit(t)
+	ep := oauthtest.NewEndpoint(t, oauthMailbox)
+	srv := oauthtest.NewSMTP(t, ep)
+	keys := oauthKeys(t, ep, srv, oauthSources[5], "soc@soc.example")
+	file := keys["auth_token_file"]
+	if err := os.WriteFile(file, []byte(ep.Mint(-time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	service := httpServer(port)
+	service["Health_Check"] = "On"
+	service["scheduler.base"] = "1"
+	service["scheduler.cap"] = "3"
+	fb := startFluentBitWith(t, service, []outputSection{{match: "*", retryLimit: "no_limits", keys: keys}}, true)
+	fb.send(faultTag, numbered(0, 10))
+	fb.waitLog(time.Minute, "[error] [output:smtp:smtp.0]", "file "+file+": the token expired at ")
+
+	// While it waits: Fluent Bit answers, and uses little CPU.
+	if code, err := httpStatus(fmt.Sprintf("http://127.0.0.1:%d/api/v1/health", port)); err != nil || code != 200 {
+		t.Errorf("/api/v1/health: status %d, %v; want 200 while the token is expired", code, err)
+	}
+	pid := fb.cmd.Process.Pid
+	cpu0, err := proc.CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wall0 := time.Now()
+	<-time.After(5 * time.Second)
+	cpu1, err := proc.CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := float64(cpu1-cpu0) / float64(time.Since(wall0))
+	t.Logf("fluent-bit used %v of CPU in %v of waiting: %.1f%% of a core", cpu1-cpu0, time.Since(wall0).Round(time.Millisecond), 100*share)
+	if share >= 0.10 {
+		t.Errorf("fluent-bit used %.1f%% of a core while the token was expired, want < 10%%", 100*share)
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d messages delivered with an expired token", n)
+	}
+	reads := fb.waitMetrics(port, "the token file's failed reads", func(body string) bool {
+		return strings.Contains(body, `fluentbit_smtp_token_requests_failed_total{name="smtp.0"}`)
+	})
+	n := metricValue(reads, `fluentbit_smtp_token_requests_failed_total{name="smtp.0"}`)
+	t.Logf("the expired token file was read %v time(s)", n)
+	if n < 1 || n > 8 {
+		t.Errorf("the expired token file was read %v times in about 6 s, want 1..8 (a read per back-off at most)", n)
+	}
+
+	written := time.Now()
+	if err := os.WriteFile(file, []byte(ep.Mint(time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.WaitMessages(10, 10*time.Second); got != 10 {
+		t.Fatalf("%d of 10 records delivered within 10 s of a valid token being written", got)
+	}
+	t.Logf("delivered %v after the valid token was written", time.Since(written).Round(time.Millisecond))
+	fb.stop()
+	if diff := cmp.Diff(map[string][]int{"soc@soc.example": span(0, 10)}, recordsByRecipient(t, srv)); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
+	}
+	if l := fb.logLines("[error]", "the token expired at"); len(l) != 1 {
+		t.Errorf("want one [error] line about the expired token (repeats held back), got %d: %q", len(l), l)
+	}
+	if _, failed, _ := srv.AuthCounts(); len(failed) != 0 {
+		t.Errorf("AUTH refused %v: the expired token reached the server", failed)
+	}
+	checkNoSecrets(t, "fluent-bit's log", fb.log(), secretsOf(t, ep))
+}
+
+// httpStatus returns the status of a GET of url (one connection, a few seconds at most).
+func httpStatus(url string) (int, error) {
+	resp, err := scrapeClient.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// metricValue returns the value of series in a Prometheus page, or -1 when it is absent.
+func metricValue(page, series string) float64 {
+	for _, l := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

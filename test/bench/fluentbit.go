@@ -21,6 +21,7 @@ import (
 
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/output"
+	"github.com/smtpout/smtpout/testsupport/proc"
 	"github.com/smtpout/smtpout/testsupport/testcert"
 )
 
@@ -585,29 +586,9 @@ func scrape(url string) (map[string]int64, error) {
 
 // procCPUUs returns utime+stime of every thread of pid, in µs, from /proc/PID/stat.
 func procCPUUs(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count fields after its closing paren.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	return (utime + stime) * 1_000_000 / clockTicks, nil
+	d, err := proc.CPU(pid)
+	return d.Microseconds(), err
 }
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc (100 on Linux everywhere).
-const clockTicks = 100
 
 func sortedKeys(m map[string]string) []string {
 	out := make([]string, 0, len(m))
