@@ -256,7 +256,7 @@ func TestPipelinedGroupResentWithoutChunking(t *testing.T) {
 		})
 		return reply
 	})
-	m := newMailer(t, testConfig(t, s.addr, s.cert, false))
+	m := newMailer(t, groupConfig(t, s.addr, s.cert))
 	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
 	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
 	if diff := cmp.Diff([]Outcome{Delivered, Delivered, Delivered, Delivered}, outcomes(rs)); diff != "" {
@@ -362,7 +362,7 @@ func TestPipelinedGroupLostThenServerGone(t *testing.T) {
 		}
 		return nil
 	}}, false, nil)
-	m := newMailer(t, testConfig(t, srv.addr, srv.cert, false))
+	m := newMailer(t, groupConfig(t, srv.addr, srv.cert))
 	mustDeliver(t, m.Send(context.Background(), []Message{msg("warm")}))
 	rs := m.Send(context.Background(), []Message{msg("m1"), msg("m2"), msg("m3"), msg("m4")})
 	for i, r := range rs[1:] {
