@@ -326,7 +326,7 @@ func TestMetricsConnectionsWithDropsInGroups(t *testing.T) {
 }
 
 // dropsInGroups starts the fault server of the drops-inside-groups scenarios and returns it
-// with the keys of an output using one connection at a time.
+// with the keys of an output using one connection at a time, in groups of up to 16.
 func dropsInGroups(t *testing.T) (*faultServer, map[string]string) {
 	fs := startFaultServer(t, faultOptions{plan: func(tx int) fault {
 		switch tx {
@@ -339,6 +339,7 @@ func dropsInGroups(t *testing.T) (*faultServer, map[string]string) {
 	}})
 	keys := faultKeys(fs, "soc@example.com")
 	keys["max_connections"] = "1"
+	keys["pipeline_depth"] = "16" // groups: the default is 1
 	return fs, keys
 }
 
