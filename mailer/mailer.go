@@ -6,7 +6,9 @@
 // and writes the mail transactions itself on the same connection, so that each RCPT reply is
 // kept, a failed transaction is always followed by RSET, and commands can be pipelined. On a
 // connection that pipelines BDAT, the transactions of several messages go out in one write
-// (each after the first led by RSET) and their replies are read in order (sendGroup).
+// (each after the first led by RSET) and their replies are read in order (sendGroup); on
+// one that pipelines without CHUNKING, a message's body goes out in one write with the next
+// message's envelope (bodyThen), so each message costs one round trip instead of two.
 // It never logs: every failure comes back as a *StepError naming the step, the server's reply
 // codes and, for configuration mistakes, a hint.
 package mailer
@@ -309,7 +311,7 @@ func (m *Mailer) release(s *session) {
 	if s == nil {
 		return
 	}
-	if s.broken {
+	if s.broken || s.open != nil {
 		s.close()
 		return
 	}
@@ -364,6 +366,12 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 		}
 		return int(i), true
 	}
+	finish := func(j int, r Result) {
+		results[j], done[j] = r, true
+		if msgs[j].Done != nil {
+			msgs[j].Done(r)
+		}
+	}
 	work := func(first bool) {
 		defer wg.Done()
 		// The first worker always waits for a slot; the others only while work is left.
@@ -399,31 +407,24 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 					size += len(msgs[j].Data)
 				}
 			}
-			var setupErr error
 			if len(group) == 1 {
-				results[i], setupErr = c.deliver(&msgs[i], false)
-			} else {
-				var rs []Result
-				rs, setupErr = c.deliverGroup(msgs, group)
-				for k, j := range group {
-					results[j] = rs[k]
+				if err := c.deliverChain(msgs, i, claim, finish); err != nil {
+					fail(err)
+					return
 				}
+				continue
 			}
-			for _, j := range group {
-				done[j] = true
-				if msgs[j].Done != nil {
-					msgs[j].Done(results[j])
-				}
+			rs, setupErr := c.deliverGroup(msgs, group)
+			for k, j := range group {
+				finish(j, rs[k])
 			}
 			if setupErr != nil {
 				fail(setupErr)
 				return
 			}
 			for _, j := range group {
-				if r := results[j]; r.Outcome == Retry && timeout(r.Err) {
-					// A server that stops answering costs a full timeout per message: hand
-					// the rest back to Fluent Bit now rather than redial and wait for each.
-					fail(r.Err)
+				if err := stopErr(results[j]); err != nil {
+					fail(err)
 					return
 				}
 			}
@@ -459,26 +460,102 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 // when it is sent again, or Ambiguous when it cannot be. setupErr is set when no connection
 // could be opened: the worker then stops.
 func (c *conn) deliver(msg *Message, resent bool) (res Result, setupErr error) {
+	res, _, setupErr = c.start(msg, resent, false)
+	return res, setupErr
+}
+
+// start is deliver that, with keepOpen on a session that pipelines without CHUNKING, stops at
+// the server's 354: open is then true, res is empty and the session holds the transaction
+// for its body (session.bodyThen).
+func (c *conn) start(msg *Message, resent, keepOpen bool) (res Result, open bool, setupErr error) {
 	start := time.Now()
 	defer func() { res.Elapsed = time.Since(start) }()
 	for attempt := 0; ; attempt++ {
 		if err := c.ctx.Err(); err != nil {
-			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, nil
+			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, false, nil
 		}
 		reused, err := c.ensure()
 		if err != nil {
-			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, err
+			return Result{Outcome: Retry, Err: err, Ambiguous: resent}, false, err
 		}
-		t := c.s.send(c.ctx, msg)
+		t := c.s.send(c.ctx, msg, keepOpen)
 		c.dropBroken()
+		if t.open {
+			return Result{}, true, nil
+		}
 		if t.stale && reused && attempt == 0 && c.ctx.Err() == nil {
 			resent = resent || t.ambiguous
 			continue
 		}
 		res = resultOf(t)
 		res.Resent = resent
-		return res, nil
+		return res, false, nil
 	}
+}
+
+// deliverChain delivers msgs[i], and after it the messages claim hands out while it does,
+// on c: on a session that pipelines without CHUNKING each body goes out in one write with
+// the next message's envelope (session.bodyThen), so every message costs one round trip
+// instead of two; elsewhere one by one, as deliver sends them. finish receives each
+// message's Result as soon as it is known. A next message whose envelope got no usable
+// reply (its body never went out) is started again as deliver would start it, unflagged. It
+// returns the error that must stop the worker: no connection could be opened, or the server
+// stopped answering (a timeout).
+func (c *conn) deliverChain(msgs []Message, i int, claim func() (int, bool), finish func(int, Result)) error {
+	for {
+		res, open, setupErr := c.start(&msgs[i], false, true)
+		if !open {
+			finish(i, res)
+			if setupErr != nil {
+				return setupErr
+			}
+			return stopErr(res)
+		}
+		began := time.Now().Add(-res.Elapsed)
+		for {
+			j, more := claim()
+			var next *Message
+			if more {
+				next = &msgs[j]
+			}
+			sent := time.Now()
+			cur, nt := c.s.bodyThen(c.ctx, next)
+			c.dropBroken()
+			r := resultOf(cur)
+			r.Elapsed = time.Since(began)
+			finish(i, r)
+			if !more {
+				return stopErr(r)
+			}
+			if nt.open {
+				i, began = j, sent
+				continue
+			}
+			if err := stopErr(r); err != nil || !nt.stale {
+				// j's own refusal, or a server that stopped answering: j's body never
+				// went out, so it is not ambiguous either way.
+				rj := resultOf(nt)
+				rj.Elapsed = time.Since(sent)
+				finish(j, rj)
+				if err == nil {
+					err = stopErr(rj)
+				}
+				return err
+			}
+			i = j
+			break
+		}
+	}
+}
+
+// stopErr returns r's error when it must stop the worker: a server that stops answering
+// costs a full timeout per message, so the rest goes back to Fluent Bit at once rather than
+// redial and wait for each.
+func stopErr(r Result) error {
+	if r.Outcome == Retry && timeout(r.Err) {
+		return r.Err
+	}
+	return nil
 }
 
 // A group (sendGroup) holds at most pipeline_depth messages (Mailer.groupMax), and stops

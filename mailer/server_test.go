@@ -316,7 +316,9 @@ type scripted struct {
 	msgs []string
 	// conns counts accepted connections.
 	conns int
-	// reply returns the reply to a command line ("" for the default).
+	// reply returns the reply to a command line ("" for the default, "DROP" to close the
+	// connection without one), or with line "." to the end of a DATA body (see endData); n
+	// counts the messages this connection took so far.
 	reply func(line string, n int) string
 	ehlo  string
 	done  chan struct{}
@@ -404,6 +406,10 @@ func (s *scripted) serve(c net.Conn) {
 			chunk = string(b)
 		}
 		if rep := s.reply(line, n); rep != "" {
+			if rep == "DROP" {
+				w.Flush() // what was answered before goes out; this command gets no reply
+				return
+			}
 			say(rep)
 			if verb == "MAIL" && rep[0] == '2' {
 				inMail = true
@@ -412,9 +418,12 @@ func (s *scripted) serve(c net.Conn) {
 				rcpts++
 			}
 			if verb == "DATA" && rep[:3] == "354" {
-				s.readData(r)
+				w.Flush()
+				if !s.endData(r, n, say) {
+					w.Flush()
+					return
+				}
 				n++
-				say("250 2.0.0 queued")
 			}
 			if rep[:3] == "421" {
 				w.Flush()
@@ -457,10 +466,11 @@ func (s *scripted) serve(c net.Conn) {
 			case "DATA":
 				say("354 go ahead")
 				w.Flush()
-				s.readData(r)
+				if !s.endData(r, n, say) {
+					return
+				}
 				inMail = false
 				n++
-				say("250 2.0.0 queued")
 			case "RSET":
 				inMail, rcpts = false, 0
 				say("250 2.0.0 reset")
@@ -478,6 +488,30 @@ func (s *scripted) serve(c net.Conn) {
 			w.Flush()
 		}
 	}
+}
+
+// endData reads a message after 354 and answers its final "." with s.reply(".", n): ""
+// stores it with 250; "DROP" stores it and closes the connection without a reply (endData
+// returns false); "HOLD" (alone or in front of another reply, "HOLD 554 ...") first waits
+// until the client sends something more, so a client that waits for this reply before it
+// writes the next command hangs there.
+func (s *scripted) endData(r *bufio.Reader, n int, say func(string)) bool {
+	s.readData(r)
+	rep := s.reply(".", n)
+	if rest, ok := strings.CutPrefix(rep, "HOLD"); ok {
+		if _, err := r.Peek(1); err != nil {
+			return false
+		}
+		rep = strings.TrimSpace(rest)
+	}
+	switch rep {
+	case "DROP":
+		return false
+	case "":
+		rep = "250 2.0.0 queued"
+	}
+	say(rep)
+	return true
 }
 
 func (s *scripted) readData(r *bufio.Reader) {

@@ -38,6 +38,16 @@ type session struct {
 	// group buffers a group of pipelined transactions (sendGroup) in front of the
 	// textproto writer; nil until the first group.
 	group *bufio.Writer
+	// open is the transaction whose DATA the server answered with 354 and whose body has not
+	// been written yet (send with keepOpen; bodyThen writes it). A session is never pooled
+	// while it holds one.
+	open *openTx
+}
+
+// openTx is a transaction waiting for its body: the message and what its envelope got.
+type openTx struct {
+	msg *Message
+	t   tx
 }
 
 // groupBuffer is the size of a session's group buffer: a group of up to maxGroupBytes of
@@ -319,6 +329,9 @@ type tx struct {
 	ambiguous bool
 	// unsent: the envelope could not be written (checkEnvelope); nothing went out.
 	unsent bool
+	// open: the server answered DATA with 354 and waits for the body (send with keepOpen,
+	// bodyThen); the session holds the transaction in s.open.
+	open bool
 }
 
 // reply is one server reply.
@@ -373,8 +386,11 @@ func nonASCII(s string) bool {
 }
 
 // send runs one mail transaction: MAIL, RCPT for each recipient, then DATA (or BDAT). With
-// PIPELINING the commands go out in one write and the replies are read in order.
-func (s *session) send(ctx context.Context, msg *Message) (t tx) {
+// PIPELINING the commands go out in one write and the replies are read in order. keepOpen,
+// on a session that pipelines without CHUNKING (chains), stops at the server's 354: the
+// transaction comes back open, held in s.open for bodyThen, which writes its body together
+// with the next message's envelope.
+func (s *session) send(ctx context.Context, msg *Message, keepOpen bool) (t tx) {
 	addr := s.m.addr
 	started := false
 	defer func() {
@@ -382,16 +398,7 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 			return
 		}
 		s.txs++
-		s.lastUsed = time.Now()
-		if cerr := ctx.Err(); cerr != nil {
-			var se *StepError
-			if errors.As(t.err, &se) && se.Code == 0 && !errors.Is(se.Err, cerr) {
-				se.Err = ctxError(ctx, se.Err)
-			}
-		}
-		if t.err != nil {
-			s.reset(ctx)
-		}
+		s.settle(ctx, &t)
 	}()
 	if err := s.checkEnvelope(msg); err != nil {
 		return tx{err: err}
@@ -458,13 +465,69 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 		}
 		return s.readChunked(msg, false)
 	}
+	writeEnvelopeRest(w, msg)
+	if err := w.Flush(); err != nil {
+		s.broken = true
+		return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+	}
+	if t = s.readEnvelope(ctx, msg, false); !t.open {
+		return t
+	}
+	if keepOpen && s.chains() {
+		s.open = &openTx{msg: msg, t: t}
+		return t
+	}
+	t.open = false
+	return s.body(ctx, msg, crlf, t)
+}
+
+// chains reports whether the session pipelines without CHUNKING, so that a message's body
+// and the next message's envelope can share a write (send with keepOpen, bodyThen).
+func (s *session) chains() bool { return s.pipelining && !s.chunking }
+
+// settle ends a transaction of the session: it was used now, an error of a cancelled
+// context says so, and a failed transaction is followed by RSET.
+func (s *session) settle(ctx context.Context, t *tx) {
+	s.lastUsed = time.Now()
+	if cerr := ctx.Err(); cerr != nil {
+		var se *StepError
+		if errors.As(t.err, &se) && se.Code == 0 && !errors.Is(se.Err, cerr) {
+			se.Err = ctxError(ctx, se.Err)
+		}
+	}
+	if t.err != nil {
+		s.reset(ctx)
+	}
+}
+
+// writeEnvelopeRest writes what follows MAIL in a pipelined DATA transaction: every RCPT,
+// then DATA, which ends the group (RFC 2920 3.1).
+func writeEnvelopeRest(w *bufio.Writer, msg *Message) {
 	for _, rcpt := range msg.To {
 		writeRcpt(w, rcpt)
 	}
 	w.WriteString("DATA\r\n")
-	if err := w.Flush(); err != nil {
-		s.broken = true
-		return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+}
+
+// readEnvelope reads the replies to a pipelined DATA transaction's envelope: the RSET before
+// it when rset is true, MAIL, each RCPT and DATA. The body never went out (it follows the
+// 354), so nothing is ambiguous: a connection lost before the MAIL reply leaves the message
+// stale. t.open is set when the server waits for the body; a 354 the transaction cannot use
+// is answered with a lone ".".
+func (s *session) readEnvelope(ctx context.Context, msg *Message, rset bool) (t tx) {
+	addr := s.m.addr
+	var rsetReply reply
+	if rset {
+		if rsetReply = s.readReply(); rsetReply.err != nil {
+			return tx{stale: true, err: &StepError{Step: StepRSET, Addr: addr, Err: rsetReply.err}}
+		}
+		defer func() {
+			if t.err != nil && !rsetReply.ok() {
+				// The server refused to reset: what failed next may be a leftover of the
+				// transaction before, not this message's fault. Retry it.
+				t.err = &StepError{Step: StepRSET, Addr: addr, Code: rsetReply.code, Message: rsetReply.msg, Err: t.err}
+			}
+		}()
 	}
 	mailReply := s.readReply()
 	if mailReply.err != nil {
@@ -496,7 +559,109 @@ func (s *session) send(ctx context.Context, msg *Message) (t tx) {
 		t.err = replyError(StepDATA, addr, dataReply.asError())
 		return t
 	}
-	return s.body(ctx, msg, crlf, t)
+	t.open = true
+	return t
+}
+
+// bodyThen writes the body of the session's open transaction (s.open) and, when next is not
+// nil, next's envelope behind it in the same write: RSET, MAIL, RCPT..., DATA (RFC 2920 3.1:
+// message content may lead a group, DATA ends one). Then it reads the replies in order: the
+// body's final reply (cur), then next's envelope (nt, open when the server waits for next's
+// body, which bodyThen never writes before that 354: no body of next is ever in flight).
+// A connection lost before the body's reply leaves cur ambiguous and nt stale (next was
+// never stored: send it again without the may-be-repeated mark). Both are settled as send
+// settles a transaction; next's envelope counts as a transaction of the session.
+func (s *session) bodyThen(ctx context.Context, next *Message) (cur, nt tx) {
+	addr := s.m.addr
+	o := s.open
+	s.open = nil
+	cur = o.t
+	cur.open = false
+	defer func() {
+		s.lastUsed = time.Now()
+		if next == nil || nt.unsent {
+			s.settle(ctx, &cur)
+			return
+		}
+		// After the body's reply the server's state was reset by the RSET in the write:
+		// only a failed next needs one more.
+		s.txs++
+		s.settle(ctx, &nt)
+		if cerr := ctx.Err(); cerr != nil {
+			var se *StepError
+			if errors.As(cur.err, &se) && se.Code == 0 && !errors.Is(se.Err, cerr) {
+				se.Err = ctxError(ctx, se.Err)
+			}
+		}
+	}()
+	if next != nil {
+		if err := s.checkEnvelope(next); err != nil {
+			nt = tx{err: err, unsent: true}
+			next = nil
+		}
+	}
+	lost := func(err error) tx {
+		return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
+	}
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		cur.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
+		return cur, lost(err)
+	}
+	// One buffer for the body and the next envelope, so they leave in one write.
+	if s.group == nil {
+		s.group = bufio.NewWriterSize(s.text().W, groupBuffer)
+	}
+	w := s.group
+	writeDotStuffed(w, o.msg.Data)
+	if !bytes.HasSuffix(o.msg.Data, []byte("\r\n")) {
+		w.WriteString("\r\n")
+	}
+	w.WriteString(".\r\n")
+	if next != nil {
+		w.WriteString("RSET\r\n")
+		s.writeMail(w, next, !bytes.HasSuffix(next.Data, []byte("\r\n")))
+		writeEnvelopeRest(w, next)
+	}
+	err := w.Flush()
+	if err == nil {
+		err = s.text().W.Flush()
+	}
+	if err != nil {
+		s.broken = true
+		cur.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
+		if next != nil {
+			// The end of the body may be out ahead of what failed: it may have been stored.
+			cur.ambiguous = true
+		}
+		return cur, lost(err)
+	}
+	r := s.readReply()
+	if r.err != nil {
+		cur.ambiguous = true
+		cur.err = &StepError{Step: StepDATA, Addr: addr, Err: r.err,
+			Hint: "connection lost after the message was sent: it may have been stored"}
+		return cur, lost(r.err)
+	}
+	if !r.ok() {
+		cur.err = replyError(StepDATA, addr, r.asError())
+	}
+	if next == nil {
+		return cur, nt
+	}
+	if s.broken { // 421 to the body: the server is closing the connection
+		return cur, lost(replyError(StepDATA, addr, r.asError()))
+	}
+	// next's replies get the full timeout, as they do one by one.
+	if err := s.deadline(ctx); err != nil {
+		s.broken = true
+		return cur, lost(err)
+	}
+	nt = s.readEnvelope(ctx, next, true)
+	if nt.open {
+		s.open = &openTx{msg: next, t: nt}
+	}
+	return cur, nt
 }
 
 // writeChunkedRest writes what follows MAIL in a pipelined BDAT transaction: every RCPT, then

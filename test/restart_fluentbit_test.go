@@ -215,23 +215,29 @@ func checkSignatures(t *testing.T, fs *faultServer) {
 // only the emails in flight at the kill arrive twice: at most max_connections ×
 // pipeline_depth, the bound README's Restarts section gives. First with the default
 // configuration (neither key set: the bound derived from the defaults), then with
-// pipeline_depth 1 when that is not the default.
+// pipeline_depth 1 when that is not the default, and with chunking false: without CHUNKING
+// each body goes out in one write with the next email's envelope (RFC 2920), whose own body
+// waits for its 354, so a connection still has at most one email in flight.
 func TestFluentBitKilledMidChunkRepeatsAtMostInFlight(t *testing.T) {
 	fluentBit(t)
-	depths := []int{0}
-	if config.DefaultPipelineDepth != 1 {
-		depths = append(depths, 1)
+	type variant struct {
+		name  string
+		keys  map[string]string
+		depth int // the pipeline_depth in effect
 	}
-	for _, setDepth := range depths {
-		name, depth := "defaults", config.DefaultPipelineDepth
-		if setDepth > 0 {
-			name, depth = fmt.Sprintf("pipeline_depth=%d", setDepth), setDepth
-		}
+	variants := []variant{{"defaults", nil, config.DefaultPipelineDepth}}
+	if config.DefaultPipelineDepth != 1 {
+		variants = append(variants, variant{"pipeline_depth=1", map[string]string{"pipeline_depth": "1"}, 1})
+	}
+	// Groups need CHUNKING: without it pipeline_depth does not apply.
+	variants = append(variants, variant{"chunking=false", map[string]string{"chunking": "false"}, 1})
+	for _, v := range variants {
+		name, depth := v.name, v.depth
 		t.Run(name, func(t *testing.T) {
 			fs := startFaultServer(t, faultOptions{delay: 2 * time.Millisecond})
 			keys := faultKeys(fs, "soc@example.com")
-			if setDepth > 0 {
-				keys["pipeline_depth"] = fmt.Sprint(setDepth)
+			for k, val := range v.keys {
+				keys[k] = val
 			}
 			r := newRestartRig(t, keys, "")
 			const total = 2000
