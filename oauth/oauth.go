@@ -335,8 +335,9 @@ func (p *Provider) Refused(t Token, err error) (again bool) {
 	}
 	if t.gen <= p.refusedGen {
 		// Another connection's refusal of this token, or a late one of a token replaced
-		// since: counted already, and the current token may be tried as the first would.
-		return p.refusals == 1
+		// since: counted already, and the current token may be tried as the first would,
+		// or as any token may once a later one was accepted (refusals back at 0).
+		return p.refusals <= 1
 	}
 	p.refusedGen = t.gen
 	p.refusals++

@@ -214,6 +214,19 @@ func TestRefusedDropsOnlyThatToken(t *testing.T) {
 	if v := mustToken(t, p); v != fresh || s.calls.Load() != 2 {
 		t.Errorf("got %s after %d fetches, want %s after 2", v, s.calls.Load(), fresh)
 	}
+	// A connection that tried the old token hears its refusal only after the new one was
+	// accepted elsewhere: it may try the current token at once (it once failed the message).
+	cur, err := p.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Accepted(cur)
+	if !p.Refused(old, refusal) {
+		t.Error("a late refusal of a replaced token, after its successor was accepted, allowed no try with the current token")
+	}
+	if v := mustToken(t, p); v != fresh || s.calls.Load() != 2 {
+		t.Errorf("got %s after %d fetches, want %s after 2", v, s.calls.Load(), fresh)
+	}
 }
 
 // A server that refuses every token: the first refusal gets a new token at once, every
