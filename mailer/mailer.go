@@ -435,9 +435,11 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				return
 			}
 			for _, j := range group {
-				if r := results[j]; r.Outcome == Retry && timeout(r.Err) {
+				if r := results[j]; r.Outcome == Retry && (timeout(r.Err) || pauses(r.Err)) {
 					// A server that stops answering costs a full timeout per message: hand
 					// the rest back to Fluent Bit now rather than redial and wait for each.
+					// A quota reply (Exchange's 554 5.2.0, Gmail's 550 5.4.5) will be the
+					// answer to every other message too: send no more into it.
 					fail(r.Err)
 					return
 				}

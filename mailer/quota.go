@@ -114,3 +114,10 @@ func (r RecipientError) Quota() bool {
 	_, ok := r.quota()
 	return ok
 }
+
+// pauses reports whether err carries a quota reply after which sending stops (any but the
+// connection limit, which only lowers the number of connections).
+func pauses(err error) bool {
+	l, ok := QuotaOf(err)
+	return ok && !l.Connections
+}
