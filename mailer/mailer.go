@@ -333,9 +333,10 @@ func (m *Mailer) release(s *session) {
 }
 
 // Send delivers msgs and returns one Result per message, in order. Messages are spread over up
-// to MaxConnections pooled connections (fewer for a while after the server refused one for
-// having too many: shrink) (each Send call takes what the pool has free, waiting
-// for one when all are busy). A connection that cannot be opened fails the messages no other
+// to MaxConnections pooled connections (each Send call takes what the pool has free, waiting
+// for one when all are busy; fewer for a while after the server refused one for having too
+// many: shrink). A provider's quota reply stops the sending: the rest come back as Retry
+// with that reply. A connection that cannot be opened fails the messages no other
 // connection of this call can take, with the same error. Cancelling ctx aborts the I/O at once;
 // the messages not yet accepted come back as Retry.
 func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
@@ -435,9 +436,15 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				return
 			}
 			for _, j := range group {
-				if r := results[j]; r.Outcome == Retry && (timeout(r.Err) || pauses(r.Err)) {
+				if r := results[j]; r.Outcome == Retry && timeout(r.Err) {
 					// A server that stops answering costs a full timeout per message: hand
 					// the rest back to Fluent Bit now rather than redial and wait for each.
+					fail(r.Err)
+					return
+				}
+			}
+			for _, j := range group {
+				if r := results[j]; r.Outcome == Retry && pauses(r.Err) {
 					// A quota reply (Exchange's 554 5.2.0, Gmail's 550 5.4.5) will be the
 					// answer to every other message too: send no more into it.
 					fail(r.Err)

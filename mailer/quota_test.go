@@ -2,10 +2,13 @@ package mailer
 
 import (
 	"errors"
+	"fmt"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -103,5 +106,43 @@ func TestQuotaRecipients(t *testing.T) {
 				t.Errorf("QuotaOf(joined refusals) = %v, want %v", ok, tc.quota)
 			}
 		})
+	}
+}
+
+// TestQuotaReplyStopsSending: after a quota reply the mailer sends no more of the call's
+// messages into it: they come back as Retry carrying the reply, and the server sees one
+// refused transaction, not one per message.
+func TestQuotaReplyStopsSending(t *testing.T) {
+	var datas atomic.Int64
+	be := &fakeBackend{data: func(*smtp.Conn, []byte) error {
+		if datas.Add(1) > 2 {
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 2, 0}, Message: "STOREDRV.Submission.Exception:SubmissionQuotaExceededException"}
+		}
+		return nil
+	}}
+	srv := startGoSMTP(t, be, false, nil)
+	m := newMailer(t, testConfig(t, srv.addr, srv.cert, false))
+	msgs := make([]Message, 10)
+	for i := range msgs {
+		msgs[i] = msg(fmt.Sprintf("q%d", i))
+	}
+	rs := m.Send(t.Context(), msgs)
+	var got []string
+	for _, r := range rs {
+		s := r.Outcome.String()
+		if l, ok := QuotaOf(r.Err); ok {
+			s += " " + l.Provider
+		}
+		got = append(got, s)
+	}
+	want := []string{"delivered", "delivered"}
+	for range 8 {
+		want = append(want, "retry Exchange Online")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if n := datas.Load(); n != 3 {
+		t.Errorf("server read %d messages, want 3 (two stored, one refused, then none)", n)
 	}
 }
