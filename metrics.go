@@ -150,8 +150,10 @@ var cmtCounterDefs = []cmtCounter{
 		func(st pipeline.Stats) int { return st.RecipientsRejected }},
 	{"bytes_sent_total", "Bytes of the emails the SMTP server accepted.",
 		func(st pipeline.Stats) int { return st.Bytes }},
-	{"emails_held_total", "Records the storm guard (max_emails_per_minute) held back for a later retry.",
+	{"emails_held_total", "Records the storm guard (max_emails_per_minute) or a pause after a quota reply held back for a later retry.",
 		func(st pipeline.Stats) int { return st.Held }},
+	{"quota_replies_total", "Emails that got a mail provider's quota or throttling reply (Exchange Online 554 5.2.0, 432 4.3.2; Gmail 550 5.4.5 ...): kept for a retry, never rejected.",
+		func(st pipeline.Stats) int { return st.QuotaReplies }},
 	{"records_dropped_total", "Records that could not be rendered, and chunk entries that could not be decoded.",
 		func(st pipeline.Stats) int { return st.Dropped + st.Malformed }},
 }

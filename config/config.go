@@ -50,6 +50,9 @@ const (
 	DefaultTimeout        = 30 * time.Second
 	DefaultJSONDateKey    = "date"
 	DefaultMaxConnections = 4
+	// DefaultQuotaPause is the first pause after a mail provider's quota reply (quota_pause);
+	// each further one doubles it, up to an hour.
+	DefaultQuotaPause = time.Minute
 	// DefaultPipelineDepth is how many emails one connection sends back to back before it
 	// reads their replies, with PIPELINING and CHUNKING (pipeline_depth). 1: a SIGKILL repeats
 	// at most max_connections emails; against servers that store each message before they
@@ -108,8 +111,13 @@ type Config struct {
 	HeloName string
 	// JSONDateKey is the key the record time is added under; "" leaves it out.
 	JSONDateKey string
-	// MaxConnections bounds the SMTP connections one instance opens at once.
+	// MaxConnections bounds the SMTP connections one instance opens at once (default
+	// DefaultMaxConnections, or the Provider's when dest_host is one of its hosts).
 	MaxConnections int
+	// Provider names the mail provider dest_host belongs to (ProviderFor), or is "".
+	Provider string
+	// QuotaPause is the first pause after a provider's quota reply (quota_pause).
+	QuotaPause time.Duration
 	// DisablePipelining is true when pipelining is false: commands then go one round trip each
 	// even when the server offers PIPELINING (RFC 2920).
 	DisablePipelining bool

@@ -74,6 +74,7 @@ func TestParseDefaults(t *testing.T) {
 		Timeout:           30 * time.Second,
 		JSONDateKey:       "date",
 		MaxConnections:    4,
+		QuotaPause:        time.Minute,
 		PipelineDepth:     1, // issue 22: a SIGKILL repeats at most max_connections emails
 		Durability: Durability{
 			LedgerMaxEntries: 100_000,

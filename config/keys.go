@@ -45,7 +45,13 @@ type setting struct{ name, value string }
 
 // keyTable is every key, in the order the effective configuration shows them.
 var keyTable = []keyDef{
-	{name: "dest_host", required: true, doc: docKeys, show: text(Config.Address)},
+	{name: "dest_host", required: true, doc: docKeys, show: func(c Config) []setting {
+		out := []setting{{"", c.Address()}}
+		if c.Provider != "" {
+			out = append(out, setting{"provider", c.Provider}) // its max_connections default
+		}
+		return out
+	}},
 	{name: "is_starttls", def: "false", doc: docKeys, show: func(c Config) []setting {
 		if c.StartTLS {
 			return []setting{{"tls", "starttls"}}
@@ -129,6 +135,10 @@ var keyTable = []keyDef{
 	{name: "helo_name", doc: docKeys, show: text(func(c Config) string { return c.HeloName })},
 	{name: "json_date_key", def: DefaultJSONDateKey, doc: docKeys, show: text(func(c Config) string { return c.JSONDateKey })},
 	{name: "max_connections", def: strconv.Itoa(DefaultMaxConnections), doc: docKeys, show: number(func(c Config) int64 { return int64(c.MaxConnections) })},
+	// quota_pause shows where quota replies are expected (a known provider) or when it is set.
+	{name: "quota_pause", def: formatDuration(DefaultQuotaPause), doc: docKeys, show: with(func(c Config) bool {
+		return c.Provider != "" || c.QuotaPause != 0 && c.QuotaPause != DefaultQuotaPause
+	}, text(func(c Config) string { return c.QuotaPause.String() }))},
 	{name: "max_emails_per_minute", def: "0", doc: docKeys, show: number(func(c Config) int64 { return int64(c.MaxEmailsPerMinute) })},
 	{name: "pipelining", def: "true", doc: docKeys, show: flag(func(c Config) bool { return !c.DisablePipelining })},
 	{name: "chunking", def: "true", doc: docKeys, show: flag(func(c Config) bool { return !c.DisableChunking })},

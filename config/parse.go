@@ -122,7 +122,12 @@ func Parse(g Getter) (Config, error) {
 		}
 	}
 
-	c.MaxConnections = p.integer("max_connections", DefaultMaxConnections, 1, MaxConnectionsLimit)
+	maxConns := DefaultMaxConnections
+	if pr, ok := ProviderFor(c.Host); ok {
+		c.Provider, maxConns = pr.Name, pr.MaxConnections
+	}
+	c.MaxConnections = p.integer("max_connections", maxConns, 1, MaxConnectionsLimit)
+	c.QuotaPause = p.duration("quota_pause", DefaultQuotaPause)
 	c.DisablePipelining = !p.boolean("pipelining", true)
 	c.DisableChunking = !p.boolean("chunking", true)
 	c.PipelineDepth = p.integer("pipeline_depth", DefaultPipelineDepth, 1, MaxPipelineDepth)

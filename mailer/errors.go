@@ -152,6 +152,9 @@ func isReplyError(err error) bool {
 //     Rejected.
 //   - A 5xx reply to MAIL or to DATA (the command or the message): Rejected; an envelope address
 //     that cannot be sent (ErrInvalidAddress): Rejected.
+//   - A provider's quota or throttling reply (QuotaReply: Exchange Online's 554 5.2.0
+//     SubmissionQuotaExceeded, Gmail's 550 5.4.5 ...), to any step or for every recipient:
+//     Retry, since the message is fine and the quota comes back.
 //   - Anything else: Retry. That covers 4xx replies, network errors, timeouts, a cancelled
 //     context, and every failure while opening the connection (TLS, EHLO, AUTH: even a 535 is
 //     retried, since the record is fine and the configuration is what must change), and a 5xx
@@ -170,6 +173,9 @@ func Classify(accepted int, rejected []RecipientError, err error) Outcome {
 	if !errors.As(err, &se) || se.operator || setupStep(se.Step) {
 		return Retry
 	}
+	if _, quota := QuotaReply(se.Step, se.Code, se.EnhancedCode, se.Message); quota {
+		return Retry
+	}
 	switch se.Step {
 	case StepRCPT:
 		if se.Code == 0 {
@@ -185,7 +191,7 @@ func Classify(accepted int, rejected []RecipientError, err error) Outcome {
 }
 
 // refusedOutcome is the outcome when no recipient was accepted: Rejected only when every
-// refusal (and code, if any) is permanent.
+// refusal (and code, if any) is permanent and none is a provider's quota reply.
 func refusedOutcome(rejected []RecipientError, code int) Outcome {
 	if len(rejected) == 0 && (code < 500 || code >= 600) {
 		return Retry
@@ -194,7 +200,7 @@ func refusedOutcome(rejected []RecipientError, code int) Outcome {
 		return Retry
 	}
 	for _, r := range rejected {
-		if r.Code < 500 || r.Code >= 600 {
+		if r.Code < 500 || r.Code >= 600 || r.Quota() {
 			return Retry
 		}
 	}

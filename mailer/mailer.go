@@ -168,6 +168,12 @@ type Mailer struct {
 	mu     sync.Mutex
 	idle   []*session // most recently used last
 	closed bool
+	// held is how many slots shrink holds (lowering the connection limit); done is closed
+	// by Close, ending shrink's goroutines; shrinkFor is how long each holds its slot.
+	held      int
+	done      chan struct{}
+	shrinkFor time.Duration
+	shrinks   atomic.Int64
 
 	dials        atomic.Int64
 	authFailures atomic.Int64
@@ -222,6 +228,8 @@ func New(cfg config.Config, opts ...Option) (*Mailer, error) {
 		chunking:   !cfg.DisableChunking,
 		noopAfter:  DefaultNoopAfter,
 		groupMax:   cfg.PipelineDepth,
+		done:       make(chan struct{}),
+		shrinkFor:  DefaultShrinkFor,
 	}
 	if m.groupMax <= 0 {
 		m.groupMax = config.DefaultPipelineDepth
@@ -269,6 +277,7 @@ func (m *Mailer) Close() error {
 		return nil
 	}
 	m.closed = true
+	close(m.done)
 	idle := m.idle
 	m.idle = nil
 	m.mu.Unlock()
@@ -327,7 +336,9 @@ func (m *Mailer) release(s *session) {
 
 // Send delivers msgs and returns one Result per message, in order. Messages are spread over up
 // to MaxConnections pooled connections (each Send call takes what the pool has free, waiting
-// for one when all are busy). A connection that cannot be opened fails the messages no other
+// for one when all are busy; fewer for a while after the server refused one for having too
+// many: shrink). A provider's quota reply stops the sending: the rest come back as Retry
+// with that reply. A connection that cannot be opened fails the messages no other
 // connection of this call can take, with the same error. Cancelling ctx aborts the I/O at once;
 // the messages not yet accepted come back as Retry.
 func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
@@ -419,12 +430,25 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				finish(j, rs[k])
 			}
 			if setupErr != nil {
+				if l, ok := QuotaOf(setupErr); ok && l.Connections {
+					// Too many connections for the server (Exchange's 432 4.3.2): open one
+					// fewer for a while; the message is retried, the other connections go on.
+					m.shrink()
+				}
 				fail(setupErr)
 				return
 			}
 			for _, j := range group {
 				if err := stopErr(results[j]); err != nil {
 					fail(err)
+					return
+				}
+			}
+			for _, j := range group {
+				if r := results[j]; r.Outcome == Retry && pauses(r.Err) {
+					// A quota reply (Exchange's 554 5.2.0, Gmail's 550 5.4.5) will be the
+					// answer to every other message too: send no more into it.
+					fail(r.Err)
 					return
 				}
 			}

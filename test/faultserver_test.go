@@ -87,7 +87,22 @@ type faultOptions struct {
 	// delay holds each reply to a stored message back this long after storing it, as a
 	// slow server does (a client killed meanwhile never hears that the message was taken).
 	delay time.Duration
+	// maxSessions, when set, is Exchange Online's concurrent connection limit: a session
+	// beyond it is answered 432 4.3.2 Concurrent connections limit exceeded at EHLO.
+	maxSessions int
+	// recipientBudget, when set, is Exchange Online's recipients per rolling day: once the
+	// stored messages used it up, every message is answered 554 5.2.0
+	// SubmissionQuotaExceededException until rollWindow.
+	recipientBudget int
 }
+
+// The replies of Exchange Online's limits (../shared/FACTS.md).
+var (
+	errConcurrentConnections = &smtp.SMTPError{Code: 432, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
+		Message: "Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information. [Hostname=FAULTSERVER]"}
+	errSubmissionQuota = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 2, 0},
+		Message: "STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit message. 0.35250:0A003C85[EndDiagnosticData]"}
+)
 
 // stored is one message the fault server accepted, as the test checks it.
 type stored struct {
@@ -126,6 +141,22 @@ type faultServer struct {
 	stallEnds []string // how each stall ended: "client closed", "server stopped"
 	live      map[*smtp.Conn]bool
 	open      int // transactions begun (MAIL accepted) and not yet answered and reset
+	// With maxSessions and recipientBudget (Exchange Online): the most sessions live at once,
+	// the connections refused with 432 4.3.2, the recipients left in the window and the
+	// messages answered with the quota reply.
+	peak         int
+	refused      map[*smtp.Conn]bool
+	budget       int
+	quotaReplies int
+}
+
+// rollWindow starts a new rolling window of the recipient budget: recipients more messages
+// are accepted again.
+func (fs *faultServer) rollWindow(recipients int) {
+	fs.mu.Lock()
+	fs.budget = recipients
+	fs.notify()
+	fs.mu.Unlock()
 }
 
 // startFaultServer starts a fault server that stops when the test ends.
@@ -139,6 +170,8 @@ func startFaultServer(t testing.TB, opt faultOptions) *faultServer {
 		injected:  make(map[fault]int),
 		ambiguous: make(map[string]int),
 		live:      make(map[*smtp.Conn]bool),
+		refused:   make(map[*smtp.Conn]bool),
+		budget:    opt.recipientBudget,
 	}
 	if fs.cert == nil {
 		fs.cert = testcert.New(t)
@@ -303,8 +336,15 @@ func (fs *faultServer) expireIdle() int {
 // NewSession implements smtp.Backend.
 func (fs *faultServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	fs.mu.Lock()
+	if fs.opt.maxSessions > 0 && len(fs.live) >= fs.opt.maxSessions {
+		fs.refused[c] = true // go-mail says HELO after a refused EHLO: one connection
+		fs.notify()
+		fs.mu.Unlock()
+		return nil, errConcurrentConnections
+	}
 	fs.opened++
 	fs.live[c] = true
+	fs.peak = max(fs.peak, len(fs.live))
 	fs.notify()
 	fs.mu.Unlock()
 	return &faultSession{fs: fs, c: c}, nil
@@ -509,6 +549,20 @@ func (s *faultSession) Data(r io.Reader) error {
 		_ = s.c.Conn().Close()
 		s.dead = true
 		return errDropped
+	}
+	if s.fs.opt.recipientBudget > 0 {
+		s.fs.mu.Lock()
+		over := s.fs.budget < len(s.to)
+		if over {
+			s.fs.quotaReplies++
+			s.fs.notify()
+		} else {
+			s.fs.budget -= len(s.to)
+		}
+		s.fs.mu.Unlock()
+		if over {
+			return errSubmissionQuota
+		}
 	}
 	s.fs.store(body, s.to, s.c.Hostname(), false)
 	if s.fs.opt.delay > 0 {

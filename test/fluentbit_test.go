@@ -110,6 +110,15 @@ func startFluentBit(t *testing.T, outputs []outputSection, wantReady bool) *flue
 // until the forward input accepts a connection.
 func startFluentBitWith(t *testing.T, service map[string]string, outputs []outputSection, wantReady bool) *fluentBitRun {
 	t.Helper()
+	return startFluentBitHosts(t, service, outputs, wantReady, "")
+}
+
+// startFluentBitHosts is startFluentBitWith where, when hosts is not empty, fluent-bit sees
+// it as /etc/hosts (bind-mounted in a mount namespace of its own, which needs root: the test
+// is skipped without one), so that a provider's host name (smtp.office365.com) reaches a
+// server on 127.0.0.1.
+func startFluentBitHosts(t *testing.T, service map[string]string, outputs []outputSection, wantReady bool, hosts string) *fluentBitRun {
+	t.Helper()
 	bin := fluentBit(t)
 	so, _ := artifacts(t)
 	dir := t.TempDir()
@@ -121,6 +130,9 @@ func startFluentBitWith(t *testing.T, service map[string]string, outputs []outpu
 	}
 	defer logFile.Close()
 	r.cmd = exec.Command(bin, "-e", so, "-c", conf)
+	if hosts != "" {
+		r.cmd = withHosts(t, dir, hosts, r.cmd)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = logFile, logFile
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start fluent-bit: %v", err)

@@ -19,7 +19,7 @@ import (
 // metricNames are the counters every instance creates, without the fluentbit_smtp_ prefix.
 var metricNames = []string{
 	"emails_delivered_total", "emails_rejected_total", "emails_retried_total",
-	"recipients_rejected_total", "bytes_sent_total", "emails_held_total",
+	"recipients_rejected_total", "bytes_sent_total", "emails_held_total", "quota_replies_total",
 	"records_dropped_total", "connections_opened_total",
 	"token_requests_ok_total", "token_requests_failed_total", "auth_failures_total", "ledger_write_errors_total",
 }
@@ -93,7 +93,7 @@ func TestMetricsThroughCmetrics(t *testing.T) {
 		if rc := h.Init(i); rc != flbOK {
 			t.Fatalf("init %d = %d; log:\n%s", i, rc, h.Log())
 		}
-		if l := h.LogLines(fmt.Sprintf("[debug] [output:smtp:smtp.%d] metrics on: 12 counters and the fluentbit_smtp_delivery_seconds histogram", i)); len(l) != 1 {
+		if l := h.LogLines(fmt.Sprintf("[debug] [output:smtp:smtp.%d] metrics on: 13 counters and the fluentbit_smtp_delivery_seconds histogram", i)); len(l) != 1 {
 			t.Errorf("instance %d: want one 'metrics on' debug line; log:\n%s", i, h.Log())
 		}
 	}
@@ -151,14 +151,14 @@ func TestMetricsThroughCmetrics(t *testing.T) {
 	got["smtp.0"]["delivery_seconds_sum"] = 1
 	want := map[string]map[string]float64{
 		"smtp.0": {"emails_delivered_total": 6, "emails_rejected_total": 0, "emails_retried_total": 0,
-			"recipients_rejected_total": 6, "bytes_sent_total": 1, "emails_held_total": 0,
+			"recipients_rejected_total": 6, "bytes_sent_total": 1, "emails_held_total": 0, "quota_replies_total": 0,
 			"records_dropped_total":    2, // one malformed entry per flush of the chunk
 			"connections_opened_total": 1, "token_requests_ok_total": 0, "token_requests_failed_total": 0, "auth_failures_total": 0, "ledger_write_errors_total": 0, "delivery_seconds_count": 6, "delivery_seconds_sum": 1},
 		"smtp.1": {"emails_delivered_total": 0, "emails_rejected_total": 2, "emails_retried_total": 0,
-			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
+			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0, "quota_replies_total": 0,
 			"records_dropped_total": 0, "connections_opened_total": 1, "token_requests_ok_total": 0, "token_requests_failed_total": 0, "auth_failures_total": 0, "ledger_write_errors_total": 0, "delivery_seconds_count": 0, "delivery_seconds_sum": 0}, // created at Init
 		"smtp.2": {"emails_delivered_total": 0, "emails_rejected_total": 0, "emails_retried_total": 4,
-			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0,
+			"recipients_rejected_total": 0, "bytes_sent_total": 0, "emails_held_total": 0, "quota_replies_total": 0,
 			"records_dropped_total": 0, "connections_opened_total": 1, "token_requests_ok_total": 0, "token_requests_failed_total": 0, "auth_failures_total": 0, "ledger_write_errors_total": 0, "delivery_seconds_count": 0, "delivery_seconds_sum": 0}, // created at Init
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

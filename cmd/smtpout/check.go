@@ -80,7 +80,9 @@ variables and the environment) and checks every [OUTPUT] whose Name is smtp with
 own start-up code. Each problem is printed as the plugin logs it when Fluent Bit starts;
 warnings follow (a short secret_key, tls_verify false, unknown keys with a "did you mean"
 suggestion, core Fluent Bit keys that never reach the plugin). A valid output gets one OK line
-with its effective configuration, secrets redacted. Nothing is sent; nothing is dialled.
+with its effective configuration, secrets redacted; when dest_host is Exchange Online or Gmail,
+the provider's published limits follow, with a warning for each way the configuration can
+exceed them. Nothing is sent; nothing is dialled.
 
 Exit status: 0 when every smtp output would start, 1 when any would not (or none exists, or
 the file cannot be read; with --strict also on any warning), 2 on a bad command line.`
@@ -186,6 +188,7 @@ func checkOutput(w io.Writer, o fbconf.Output) (ok bool, warnings int) {
 		return false, warnings
 	}
 	fmt.Fprintf(w, "OK %s: %s\n", o.Label(), cfg.Effective())
+	warnings += providerReport(w, o, cfg) // provider.go
 	return true, warnings
 }
 

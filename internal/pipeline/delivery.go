@@ -25,14 +25,16 @@ const (
 	// with 5xx, or owed recipients that could not be remembered: see resolution.dropped).
 	verdictSettled
 	// verdictDeferred: delivered to some recipients; the others (resolution.owed) refused it
-	// for now and get it, alone, on a retry.
+	// for now (4xx, or a provider's quota reply: mailer.RecipientError.Quota) and get it,
+	// alone, on a retry.
 	verdictDeferred
 )
 
 // resolution is what resolve decided for one email.
 type resolution struct {
 	verdict verdict
-	// owed are the recipients refused for now (4xx) on a delivered email.
+	// owed are the recipients refused for now (4xx, or a provider's quota reply) on a
+	// delivered email.
 	owed []string
 	// dropped: owed is not empty but the table of deferred recipients is full, so they are
 	// not sent the email again (verdictSettled).
@@ -48,7 +50,7 @@ func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
 	switch res.Outcome {
 	case mailer.Delivered:
 		for _, rc := range res.Rejected {
-			if rc.Code >= 400 && rc.Code < 500 {
+			if rc.Code >= 400 && rc.Code < 500 || rc.Quota() {
 				r.owed = append(r.owed, rc.Address)
 			}
 		}
@@ -63,7 +65,7 @@ func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
 		r.dropped = len(r.owed) > 0
 		r.verdict = verdictSettled
 	case mailer.Rejected:
-		r.verdict = verdictSettled // never resent: 5xx is permanent
+		r.verdict = verdictSettled // never resent: 5xx is permanent (a quota reply is Retry)
 	default: // mailer.Retry and anything unknown
 		b.ledger.Release(id)
 		return r

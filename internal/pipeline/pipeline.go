@@ -71,6 +71,10 @@ type Options struct {
 	// runs out. Without them flush_timeout has no effect.
 	StopSignalled func() time.Time
 	Stopping      <-chan struct{}
+	// QuotaPause is the first pause after a mail provider's quota reply
+	// (config.DefaultQuotaPause); the pause doubles with each further one up to
+	// DefaultQuotaPauseMax. Open sets it from quota_pause.
+	QuotaPause time.Duration
 	// SkipLedgerFile: Open checks ledger_dir but neither opens nor locks the ledger in it
 	// (smtpout check, while Fluent Bit may hold it).
 	SkipLedgerFile bool
@@ -92,8 +96,13 @@ type Stats struct {
 	RecipientsRejected int
 	// Bytes is the size of the emails the server accepted (Delivered), as sent.
 	Bytes int
-	// Held counts records the storm guard kept back for a later retry (max_emails_per_minute).
+	// Held counts records the storm guard (max_emails_per_minute) or a pause after a quota
+	// reply kept back for a later retry, without sending them.
 	Held int
+	// QuotaReplies counts emails that got a mail provider's quota or throttling reply
+	// (mailer.QuotaOf), the connection limit's included: all are retried, none rejected.
+	// They are among Retried (or Delivered, for a recipient refused so).
+	QuotaReplies int
 	// Latencies are the delivery times of this flush's delivered emails, as the Sender timed
 	// them (mailer.Result.Elapsed; untimed results are left out). Per flush only: Total
 	// leaves it empty.
@@ -112,6 +121,7 @@ func (s *Stats) add(o Stats) {
 	s.RecipientsRejected += o.RecipientsRejected
 	s.Bytes += o.Bytes
 	s.Held += o.Held
+	s.QuotaReplies += o.QuotaReplies
 }
 
 // Instance is one running smtp output. Flush is safe for concurrent use (Fluent Bit's
@@ -123,6 +133,7 @@ type Instance struct {
 	*deliveryLedger // settled IDs, claims, deferred recipients, ledger_dir (delivery.go)
 	quiet           *repeats
 	guard           *guard             // nil when the storm guard is off
+	quota           *quotaPause        // the pause after quota replies (quota.go)
 	dead            *deadletter.Writer // nil without dead_letter_dir
 
 	flushTimeout time.Duration
@@ -162,6 +173,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		},
 		quiet: newRepeats(opt.RepeatWindow, opt.Now),
 		guard: newGuard(opt.MaxEmailsPerMinute, opt.Now),
+		quota: newQuotaPause(opt.QuotaPause, opt.Now),
 		dead:  opt.DeadLetters,
 
 		flushTimeout: opt.FlushTimeout,
@@ -211,6 +223,9 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	if opt.FlushTimeout == 0 {
 		opt.FlushTimeout = cfg.FlushTimeout
+	}
+	if opt.QuotaPause == 0 {
+		opt.QuotaPause = cfg.QuotaPause
 	}
 	useDisk := cfg.LedgerDir != "" && !opt.SkipLedgerFile
 	if useDisk {
@@ -332,6 +347,9 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 			panic(p)
 		}
 	}()
+	if len(batch) > 0 && in.pauseBatch(tag, batch, &st) {
+		batch, retry = nil, true // a quota reply paused sending: nothing is dialled
+	}
 	var booked int64 // the storm guard's second for this batch
 	if len(batch) > 0 && in.guard != nil {
 		n := len(batch)
@@ -532,6 +550,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 	retryErrs := make(map[string]int) // error text -> count
 	var retryOrder []string
 	operator := make(map[string]bool)
+	var quota *mailer.Limit // the first limit that pauses sending
+	kept, delivered := 0, false
+	defer func() { in.noteQuota(tag, quota, kept, delivered) }()
 	for i, p := range batch {
 		var res mailer.Result
 		if i < len(results) {
@@ -540,6 +561,7 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			res = mailer.Result{Outcome: mailer.Retry, Err: errors.New("no result from the mailer")}
 		}
 		id := p.email.MessageID
+		tried := resolved[i]
 		if !resolved[i] { // never tried: the mailer did not call Done
 			decided[i] = in.resolve(id, res)
 			resolved[i] = true
@@ -550,6 +572,19 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 				id, tag))
 		}
 		d := decided[i]
+		if l, ok := mailer.QuotaOf(res.Err); ok {
+			if tried { // the others carry the reply that stopped the sending
+				st.QuotaReplies++
+			}
+			if d.verdict != verdictSettled {
+				kept++
+			}
+			if quota == nil && !l.Connections {
+				quota = &l
+			}
+		} else if res.Outcome == mailer.Delivered {
+			delivered = true
+		}
 		switch {
 		case d.verdict == verdictRetry:
 			in.countRetry(id, res, &retryOrder, retryErrs, operator)
@@ -612,7 +647,7 @@ func (in *Instance) countRetry(id string, res mailer.Result, order *[]string, co
 // one refused for now (deferred), [error] for one refused for good, which it counts.
 func (in *Instance) logRecipients(tag, id string, res mailer.Result, st *Stats) {
 	for _, r := range res.Rejected {
-		if r.Code >= 400 && r.Code < 500 {
+		if r.Code >= 400 && r.Code < 500 || r.Quota() {
 			in.log.Log(LevelWarn, fmt.Sprintf(
 				"recipient deferred: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s; the email will be sent to the deferred recipient(s) only, on retry",
 				r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
