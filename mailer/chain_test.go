@@ -91,6 +91,17 @@ func TestChainedBodyAndNextEnvelope(t *testing.T) {
 			verbs:  cat(first, chain, chain),
 		},
 		{
+			// A quota reply will answer every message: the next one, whose envelope the
+			// server took and whose body it awaits, is dropped with the connection (never
+			// sent, so not ambiguous), and no more are sent.
+			name:   "quota reply to a body with the next envelope already sent",
+			msgs:   []Message{msg("m1"), msg("m2"), msg("m3")},
+			reply:  map[string]string{". 0": "HOLD 554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message"},
+			want:   []want{{outcome: Retry, step: StepDATA}, {outcome: Retry, step: StepDATA}, {outcome: Retry, step: StepDATA}},
+			stored: []string{"m1"}, // the server read m1 before refusing it
+			verbs:  cat(first, chain),
+		},
+		{
 			name:  "connection lost after a body, the next envelope sent",
 			msgs:  []Message{msg("m1"), msg("m2"), msg("m3")},
 			reply: map[string]string{". 0": "HOLD", ". 1": "HOLD DROP"},

@@ -383,6 +383,14 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			msgs[j].Done(r)
 		}
 	}
+	// stopWorker ends a worker on err: the messages no worker takes come back with it. Too
+	// many connections for the server (Exchange's 432 4.3.2) also opens one fewer for a while.
+	stopWorker := func(err error) {
+		if l, ok := QuotaOf(err); ok && l.Connections {
+			m.shrink()
+		}
+		fail(err)
+	}
 	work := func(first bool) {
 		defer wg.Done()
 		// The first worker always waits for a slot; the others only while work is left.
@@ -420,7 +428,7 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 			}
 			if len(group) == 1 {
 				if err := c.deliverChain(msgs, i, claim, finish); err != nil {
-					fail(err)
+					stopWorker(err)
 					return
 				}
 				continue
@@ -430,25 +438,12 @@ func (m *Mailer) Send(ctx context.Context, msgs []Message) []Result {
 				finish(j, rs[k])
 			}
 			if setupErr != nil {
-				if l, ok := QuotaOf(setupErr); ok && l.Connections {
-					// Too many connections for the server (Exchange's 432 4.3.2): open one
-					// fewer for a while; the message is retried, the other connections go on.
-					m.shrink()
-				}
-				fail(setupErr)
+				stopWorker(setupErr)
 				return
 			}
 			for _, j := range group {
 				if err := stopErr(results[j]); err != nil {
-					fail(err)
-					return
-				}
-			}
-			for _, j := range group {
-				if r := results[j]; r.Outcome == Retry && pauses(r.Err) {
-					// A quota reply (Exchange's 554 5.2.0, Gmail's 550 5.4.5) will be the
-					// answer to every other message too: send no more into it.
-					fail(r.Err)
+					stopWorker(err)
 					return
 				}
 			}
@@ -552,6 +547,13 @@ func (c *conn) deliverChain(msgs []Message, i int, claim func() (int, bool), fin
 				return stopErr(r)
 			}
 			if nt.open {
+				if err := stopErr(r); err != nil {
+					// The server took j's envelope and waits for its body, but the worker
+					// must stop: drop the connection, so the server discards j unsent.
+					c.drop()
+					finish(j, Result{Outcome: Retry, Err: err, Elapsed: time.Since(sent)})
+					return err
+				}
 				i, began = j, sent
 				continue
 			}
@@ -574,9 +576,10 @@ func (c *conn) deliverChain(msgs []Message, i int, claim func() (int, bool), fin
 
 // stopErr returns r's error when it must stop the worker: a server that stops answering
 // costs a full timeout per message, so the rest goes back to Fluent Bit at once rather than
-// redial and wait for each.
+// redial and wait for each; and a provider's quota reply (Exchange's 554 5.2.0, Gmail's 550
+// 5.4.5) will be the answer to every other message too, so no more are sent into it.
 func stopErr(r Result) error {
-	if r.Outcome == Retry && timeout(r.Err) {
+	if r.Outcome == Retry && (timeout(r.Err) || pauses(r.Err)) {
 		return r.Err
 	}
 	return nil
