@@ -91,6 +91,8 @@ type Email struct {
 	Signature string
 	// PayloadSize is the size in bytes of the JSON payload.
 	PayloadSize int
+	// Payload is the JSON payload the signature covers (what a digest carries as one line).
+	Payload []byte
 }
 
 // Renderer turns records into signed emails for one output instance. Build it once with New;
@@ -293,13 +295,16 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 
 	recips := make([]string, len(r.recipients))
 	copy(recips, r.recipients)
+	buf := make([]byte, 0, len(out)+len(payload)) // one allocation for the message and payload
+	buf = append(append(buf, out...), payload...)
 	return &Email{
 		MessageID:   string(id),
 		From:        r.from,
 		Recipients:  recips,
-		Data:        append([]byte(nil), out...),
+		Data:        buf[:len(out):len(out)],
 		Signature:   string(sig),
 		PayloadSize: len(payload),
+		Payload:     buf[len(out):],
 	}, nil
 }
 

@@ -24,8 +24,14 @@ func (r *Renderer) RenderSubject(rec Record) string {
 
 // appendSubject appends the sanitised subject of rec to dst, using e's buffer as scratch.
 func (r *Renderer) appendSubject(dst []byte, rec Record, e *encoder) []byte {
+	return appendTemplate(dst, r.subject, rec, e)
+}
+
+// appendTemplate appends tokens rendered against rec to dst, sanitised and capped at
+// MaxSubjectRunes runes, using e's buffer as scratch.
+func appendTemplate(dst []byte, tokens []config.Token, rec Record, e *encoder) []byte {
 	raw := e.buf[len(e.buf):] // scratch after the payload, which stays intact
-	for _, t := range r.subject {
+	for _, t := range tokens {
 		if len(raw) >= maxRawSubject {
 			break
 		}
