@@ -1,7 +1,10 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -33,7 +36,11 @@ func testConfig() config.Config {
 }
 
 // renderer is the real renderer, failing on purpose for records that have a "fail" field.
-type renderer struct{ r *output.Renderer }
+type renderer struct {
+	r       *output.Renderer
+	mu      sync.Mutex
+	digests map[string]output.Digest // Message-ID -> what RenderDigest was given
+}
 
 func newRenderer(t testing.TB) *renderer {
 	t.Helper()
@@ -51,13 +58,60 @@ func (r *renderer) Render(rec output.Record) (*output.Email, error) {
 	return r.r.Render(rec)
 }
 
+// GroupValues is the real renderer's.
+func (r *renderer) GroupValues(rec output.Record, by []config.Template) []output.GroupValue {
+	return r.r.GroupValues(rec, by)
+}
+
+// RenderDigest is the real renderer's and remembers every digest it rendered. While
+// output's digest rendering is a stub, it makes a stand-in email: the digest Message-ID of
+// the design (SHA-256 over the members' Message-IDs), the records header, the thread headers
+// and the NDJSON lines.
+func (r *renderer) RenderDigest(d output.Digest) (*output.Email, error) {
+	e, err := r.r.RenderDigest(d)
+	if errors.Is(err, output.ErrDigestNotBuilt) {
+		h := sha256.New()
+		for _, m := range d.Members {
+			h.Write([]byte(m.MessageID))
+			h.Write([]byte{0})
+		}
+		id := hex.EncodeToString(h.Sum(nil)[:16]) + "@example.com"
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "Message-ID: <%s>\r\n%s: %d\r\n\r\n", id, output.RecordsHeader, len(d.Members))
+		for _, m := range d.Members {
+			b.Write(m.Payload)
+			b.WriteByte('\n')
+		}
+		e, err = &output.Email{MessageID: id, From: "fb@example.com", Recipients: []string{"soc@example.com"},
+			Data: output.Thread(b.Bytes(), d.ThreadRoot)}, nil
+	}
+	if err == nil {
+		r.mu.Lock()
+		if r.digests == nil {
+			r.digests = make(map[string]output.Digest)
+		}
+		r.digests[e.MessageID] = d
+		r.mu.Unlock()
+	}
+	return e, err
+}
+
+// digest returns the digest rendered as the email id, and whether there was one.
+func (r *renderer) digest(id string) (output.Digest, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.digests[id]
+	return d, ok
+}
+
 // sender is a fake mailer: decide chooses each message's result (Delivered when nil); block,
 // when set, makes Send wait until it is closed or the context ends (then every message is a
 // Retry, as a real mailer reports an abandoned send).
 type sender struct {
 	mu      sync.Mutex
 	decide  func(m mailer.Message, attempt int) mailer.Result
-	sent    map[string]int // Message-ID -> sends
+	sent    map[string]int    // Message-ID -> sends
+	data    map[string][]byte // Message-ID -> the message last sent
 	order   []string
 	calls   int
 	closed  int
@@ -65,7 +119,7 @@ type sender struct {
 	entered chan struct{} // receives once per Send call, when set
 }
 
-func newSender() *sender { return &sender{sent: make(map[string]int)} }
+func newSender() *sender { return &sender{sent: make(map[string]int), data: make(map[string][]byte)} }
 
 func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Result {
 	s.mu.Lock()
@@ -91,6 +145,7 @@ func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Resul
 	out := make([]mailer.Result, len(msgs))
 	for i, m := range msgs {
 		s.sent[m.ID]++
+		s.data[m.ID] = m.Data
 		s.order = append(s.order, m.ID)
 		if s.decide != nil {
 			out[i] = s.decide(m, s.sent[m.ID])
