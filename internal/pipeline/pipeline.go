@@ -358,8 +358,10 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}()
 
 	batch, retry := in.collect(tag, data, &st)
-	if in.dig != nil && len(batch) > 0 {
-		batch = in.takeDigested(tag, batch, &st) // the records of busy groups wait for a digest
+	if in.dig != nil && len(batch) > 0 && !in.budgetSpent() {
+		// The records of busy groups wait for a digest; once the stop budget is spent nothing
+		// could send them, so they go back to Fluent Bit below.
+		batch = in.takeDigested(tag, batch, &st)
 	}
 	sending := false
 	defer func() {
@@ -410,9 +412,9 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}
 	if in.log.Enabled(LevelDebug) {
 		in.log.Log(LevelDebug, fmt.Sprintf(
-			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d held=%d",
+			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d held=%d digested=%d",
 			tag, len(data), st.Records, st.Delivered, st.Rejected, st.Retried, st.Skipped,
-			st.Duplicates, st.Dropped, st.Malformed, st.Held))
+			st.Duplicates, st.Dropped, st.Malformed, st.Held, st.Digested))
 	}
 	if retry {
 		return FLBRetry, st
