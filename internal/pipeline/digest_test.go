@@ -646,3 +646,20 @@ func TestDigestNoGoroutineLeak(t *testing.T) {
 	}
 	t.Errorf("%d goroutines after 50 Open/Close, %d before", after, before)
 }
+
+// TestDigestNoCustodyAfterTheStopBudget: once flush_timeout has passed since the stop signal
+// nothing could send a digest any more, so a busy group's records go back to Fluent Bit
+// (RETRY) with the rest instead of being taken into custody.
+func TestDigestNoCustodyAfterTheStopBudget(t *testing.T) {
+	clk := testClock()
+	stop := make(chan struct{})
+	close(stop)
+	opt := digestOptions(t, clk, testWindow, 1000)
+	opt.Stopping = stop
+	opt.StopSignalled = func() time.Time { return time.Now().Add(-time.Minute) }
+	ds := newDigestSetup(t, opt, clk)
+	code, st := ds.in.Flush("app", records(5, nil))
+	if code != FLBRetry || st.Retried != 5 || st.Digested != 0 {
+		t.Errorf("flush after the stop budget: code %d stats %+v, want RETRY with all 5 retried", code, st)
+	}
+}
