@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -661,5 +662,56 @@ func TestDigestNoCustodyAfterTheStopBudget(t *testing.T) {
 	code, st := ds.in.Flush("app", records(5, nil))
 	if code != FLBRetry || st.Retried != 5 || st.Digested != 0 {
 		t.Errorf("flush after the stop budget: code %d stats %+v, want RETRY with all 5 retried", code, st)
+	}
+}
+
+// BenchmarkDigestPerRecord prints the CPU per record of a storm: sent as single emails (off),
+// or taken into custody and then carried by digests of 1,000 records (on: the flushes and
+// the digests' rendering and sending, with a fake sender).
+func BenchmarkDigestPerRecord(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "singles"
+		if on {
+			name = "digests"
+		}
+		b.Run(name, func(b *testing.B) {
+			clk := testClock()
+			opt := Options{Now: clk.now}
+			if on {
+				opt.Digests = config.Digests{DigestWindow: time.Hour, DigestMaxRecords: 1000}
+			}
+			s := newSender()
+			in := NewInstance(newRenderer(b), s, &recorder{Max: LevelInfo}, opt)
+			defer in.Close()
+			chunks := make([][]byte, b.N)
+			for c := range chunks {
+				var e chunk.Encoder
+				for i := range 100 {
+					e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
+						"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
+					})
+				}
+				chunks[c] = e.Bytes()
+			}
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				in.Flush("bench", chunks[i])
+			}
+			if on {
+				clk.advance(time.Hour)
+				in.sendDigests(context.Background(), false)
+			}
+			b.StopTimer()
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			t := in.Total()
+			if got := t.Delivered + t.DigestRecords; got != 100*b.N {
+				b.Fatalf("%d records delivered, want %d (%+v)", got, 100*b.N, t)
+			}
+			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+			b.ReportMetric(float64(cpu)/1e3/float64(100*b.N), "cpu-µs/record")
+			b.ReportMetric(float64(t.Delivered+t.DigestsSent)*10_000/float64(100*b.N), "emails/10k-records")
+		})
 	}
 }
