@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smtpout/smtpout/config"
@@ -82,7 +83,8 @@ type digests struct {
 	store      digestStore // nil without ledger_dir
 	storePath  string      // for log lines
 
-	pass sync.Mutex // one sending pass at a time (the loop's, or Close's)
+	pass  sync.Mutex  // one sending pass at a time (the loop's, or Close's)
+	dirty atomic.Bool // the store was written since its last Sync
 
 	mu      sync.Mutex
 	groups  map[string]*digestGroup
@@ -204,6 +206,7 @@ func (in *Instance) setRootLocked(key string, g *digestGroup, id, day string) {
 		if err := in.dig.store.SetRoot(spoolRoot{Group: key, Day: day, MessageID: id}); err != nil {
 			in.digestStoreFailed(err)
 		}
+		in.dig.dirty.Store(true)
 	}
 }
 
@@ -273,9 +276,23 @@ func (in *Instance) keepLocked(tag string, p pending) (spoolRecord, bool) {
 			return r, false
 		}
 		r.Seq = seq
+		d.dirty.Store(true)
 	}
 	d.bytes += int64(len(r.Payload))
 	return r, true
+}
+
+// syncDigests makes what was written to the digest store durable (fdatasync), when anything
+// was. Flush calls it before the ledger's own sync, so that a settled Message-ID on disk
+// never stands for a record the store lost.
+func (in *Instance) syncDigests() {
+	d := in.dig
+	if d == nil || d.store == nil || !d.dirty.Swap(false) {
+		return
+	}
+	if err := d.store.Sync(); err != nil {
+		in.digestStoreFailed(err)
+	}
 }
 
 // wake makes the loop look at the groups again.
@@ -397,11 +414,7 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 			}
 		}
 		d.mu.Unlock()
-		if d.store != nil {
-			if err := d.store.Sync(); err != nil {
-				in.digestStoreFailed(err)
-			}
-		}
+		in.syncDigests()
 	}()
 	if until, paused := in.quota.pausedUntil(); paused {
 		for _, j := range jobs {
@@ -561,18 +574,19 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 // the store and memory; a delivered digest is the group's last email.
 func (in *Instance) finish(j *digestJob, members []spoolRecord, delivered bool) {
 	d := in.dig
-	seqs := make([]uint64, 0, len(members))
 	var size int64
 	for _, r := range members {
-		if r.Seq != 0 {
-			seqs = append(seqs, r.Seq)
-		}
 		size += int64(len(r.Payload))
 	}
-	if d.store != nil && len(seqs) > 0 {
+	if d.store != nil {
+		seqs := make([]uint64, len(members))
+		for i, r := range members {
+			seqs[i] = r.Seq
+		}
 		if err := d.store.Done(seqs...); err != nil {
 			in.digestStoreFailed(err)
 		}
+		d.dirty.Store(true)
 	}
 	d.mu.Lock()
 	d.bytes -= size

@@ -345,6 +345,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	ctx, cancel := in.budget()
 	defer cancel()
 	defer func() {
+		in.syncDigests() // the records taken for digests, before the ledger settling them
 		if in.disk != nil {
 			in.disk.sync() // before Fluent Bit hears the result, even after a panic
 		}
