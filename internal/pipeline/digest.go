@@ -372,9 +372,14 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 	d.pass.Lock()
 	defer d.pass.Unlock()
 	now := d.now()
+	day := utcDay(now)
 	var jobs []*digestJob
 	d.mu.Lock()
 	for key, g := range d.groups {
+		if len(g.waiting) == 0 && !g.busy && g.rootDay != day && now.Sub(g.last) >= d.window {
+			delete(d.groups, key) // quiet since before today: nothing to keep
+			continue
+		}
 		if len(g.waiting) == 0 || g.busy {
 			continue
 		}
@@ -555,7 +560,7 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 				text = res.Err.Error()
 			}
 			wait := in.putBack(m.job, [][]spoolRecord{m.members}, time.Time{}, true)
-			if in.log.Enabled(LevelWarn) {
+			if ctx.Err() == nil && in.log.Enabled(LevelWarn) { // cancelled: Close tries again
 				if ok, n := in.quiet.admit(digestKey + text); ok {
 					msg := fmt.Sprintf("digest message_id=<%s> of %d record(s) will be retried in %v: %s", id, len(m.members), wait, text)
 					if n > 0 {

@@ -715,3 +715,27 @@ func BenchmarkDigestPerRecord(b *testing.B) {
 		})
 	}
 }
+
+// TestDigestQuietGroupsAreForgotten: a group with nothing waiting whose thread root is from
+// an earlier day is forgotten on the loop's next turn, so many distinct digest_by values do
+// not pile up; today's groups are kept for their thread.
+func TestDigestQuietGroupsAreForgotten(t *testing.T) {
+	clk := testClock()
+	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000, "$host"), clk)
+	ds.in.Flush("app", hostRecords(0, "a", "b", "c", "a"))
+	clk.advance(testWindow)
+	ds.tick()
+	count := func() int {
+		ds.in.dig.mu.Lock()
+		defer ds.in.dig.mu.Unlock()
+		return len(ds.in.dig.groups)
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d groups the same day, want 3", n)
+	}
+	clk.advance(24 * time.Hour)
+	ds.tick()
+	if n := count(); n != 0 {
+		t.Errorf("%d groups kept the next day, want 0", n)
+	}
+}
