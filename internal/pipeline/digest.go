@@ -33,9 +33,6 @@ type DigestRenderer interface {
 
 // Bounds of the digest machinery.
 const (
-	// maxDigestPayload bounds the payload bytes of one digest email: a group with more
-	// waiting gets several digests (a single record above it goes alone).
-	maxDigestPayload = output.MaxPayloadSize
 	// maxWaitingBytes bounds the payload bytes an instance keeps waiting in memory; past it a
 	// record of a busy group is sent on its own, as without digests.
 	maxWaitingBytes = 256 << 20
@@ -397,7 +394,7 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 			continue
 		}
 		g.busy = true
-		jobs = append(jobs, &digestJob{key: key, g: g, parts: splitDigest(g.waiting, d.maxRecords, maxDigestPayload)})
+		jobs = append(jobs, &digestJob{key: key, g: g, parts: splitDigest(g.waiting, d.maxRecords)})
 		g.waiting = nil
 	}
 	d.mu.Unlock()
@@ -450,20 +447,24 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 	return next
 }
 
-// splitDigest splits a group's waiting records into digests of at most maxRecords records
-// and maxBytes payload bytes each (a record above maxBytes alone), in order, none truncated.
-func splitDigest(recs []spoolRecord, maxRecords, maxBytes int) [][]spoolRecord {
+// splitDigest splits a group's waiting records, in order, as output.SplitDigest splits
+// their members: at most maxRecords records and output.MaxDigestPayload bytes of NDJSON per
+// digest, none truncated.
+func splitDigest(recs []spoolRecord, maxRecords int) [][]spoolRecord {
 	var out [][]spoolRecord
-	start, size := 0, 0
-	for i, r := range recs {
-		if i > start && (i-start == maxRecords || size+len(r.Payload) > maxBytes) {
-			out = append(out, recs[start:i:i])
-			start, size = i, 0
-		}
-		size += len(r.Payload)
+	i := 0
+	for _, part := range output.SplitDigest(members(recs), maxRecords) {
+		out = append(out, recs[i:i+len(part):i+len(part)])
+		i += len(part)
 	}
-	if start < len(recs) {
-		out = append(out, recs[start:])
+	return out
+}
+
+// members are the digest members of waiting records.
+func members(recs []spoolRecord) []output.DigestMember {
+	out := make([]output.DigestMember, len(recs))
+	for i, r := range recs {
+		out[i] = output.DigestMember{MessageID: r.MessageID, Tag: r.Tag, Time: r.Time, Payload: r.Payload}
 	}
 	return out
 }
@@ -482,11 +483,7 @@ func (in *Instance) renderDigests(jobs []*digestJob, now time.Time) []digestMail
 				root = j.g.root
 			}
 			d.mu.Unlock()
-			members := make([]output.DigestMember, len(part))
-			for i, r := range part {
-				members[i] = output.DigestMember{MessageID: r.MessageID, Tag: r.Tag, Time: r.Time, Payload: r.Payload}
-			}
-			email, err := d.render.RenderDigest(output.Digest{Group: j.g.values, Members: members, ThreadRoot: root})
+			email, err := d.render.RenderDigest(output.Digest{Group: j.g.values, Members: members(part), ThreadRoot: root})
 			if err != nil {
 				in.log.Log(LevelError, fmt.Sprintf("digest of %d record(s) of group %s cannot be rendered: %v; the records are written to dead_letter_dir when it is set",
 					len(part), groupText(j.g.values), err))

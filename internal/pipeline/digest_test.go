@@ -16,6 +16,7 @@ import (
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/mailer"
+	"github.com/smtpout/smtpout/output"
 )
 
 const testWindow = 10 * time.Minute
@@ -282,22 +283,20 @@ func uniq(s []string) map[string]bool {
 	return out
 }
 
-// TestSplitDigestBySize: the size bound splits too, and a record above it goes alone.
+// TestSplitDigestBySize: the size bound (output.MaxDigestPayload) splits too, and each part
+// is the same records, Seq and all, in order.
 func TestSplitDigestBySize(t *testing.T) {
-	rec := func(n int) spoolRecord { return spoolRecord{Payload: make([]byte, n)} }
-	sizes := func(parts [][]spoolRecord) [][]int {
-		var out [][]int
-		for _, p := range parts {
-			var s []int
-			for _, r := range p {
-				s = append(s, len(r.Payload))
-			}
-			out = append(out, s)
+	half := output.MaxDigestPayload / 2
+	recs := []spoolRecord{{Seq: 1, Payload: make([]byte, half)}, {Seq: 2, Payload: make([]byte, half)}, {Seq: 3, Payload: []byte("{}")}, {Seq: 4, Payload: []byte("{}")}}
+	var got [][]uint64
+	for _, p := range splitDigest(recs, 2) {
+		var seqs []uint64
+		for _, r := range p {
+			seqs = append(seqs, r.Seq)
 		}
-		return out
+		got = append(got, seqs)
 	}
-	got := splitDigest([]spoolRecord{rec(4), rec(4), rec(3), rec(20), rec(1), rec(1), rec(1)}, 2, 10)
-	if diff := cmp.Diff([][]int{{4, 4}, {3}, {20}, {1, 1}, {1}}, sizes(got)); diff != "" {
+	if diff := cmp.Diff([][]uint64{{1}, {2, 3}, {4}}, got); diff != "" {
 		t.Errorf("parts (-want +got):\n%s", diff)
 	}
 }

@@ -1,10 +1,7 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -63,28 +60,9 @@ func (r *renderer) GroupValues(rec output.Record, by []config.Template) []output
 	return r.r.GroupValues(rec, by)
 }
 
-// RenderDigest is the real renderer's and remembers every digest it rendered. While
-// output's digest rendering is a stub, it makes a stand-in email: the digest Message-ID of
-// the design (SHA-256 over the members' Message-IDs), the records header, the thread headers
-// and the NDJSON lines.
+// RenderDigest is the real renderer's and remembers every digest it rendered.
 func (r *renderer) RenderDigest(d output.Digest) (*output.Email, error) {
 	e, err := r.r.RenderDigest(d)
-	if errors.Is(err, output.ErrDigestNotBuilt) {
-		h := sha256.New()
-		for _, m := range d.Members {
-			h.Write([]byte(m.MessageID))
-			h.Write([]byte{0})
-		}
-		id := hex.EncodeToString(h.Sum(nil)[:16]) + "@example.com"
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "Message-ID: <%s>\r\n%s: %d\r\n\r\n", id, output.RecordsHeader, len(d.Members))
-		for _, m := range d.Members {
-			b.Write(m.Payload)
-			b.WriteByte('\n')
-		}
-		e, err = &output.Email{MessageID: id, From: "fb@example.com", Recipients: []string{"soc@example.com"},
-			Data: output.Thread(b.Bytes(), d.ThreadRoot)}, nil
-	}
 	if err == nil {
 		r.mu.Lock()
 		if r.digests == nil {
