@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -682,18 +681,8 @@ func BenchmarkDigestPerRecord(b *testing.B) {
 			s := newSender()
 			in := NewInstance(newRenderer(b), s, &recorder{Max: LevelInfo}, opt)
 			defer in.Close()
-			chunks := make([][]byte, b.N)
-			for c := range chunks {
-				var e chunk.Encoder
-				for i := range 100 {
-					e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
-						"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
-					})
-				}
-				chunks[c] = e.Bytes()
-			}
-			var ru0, ru1 syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			chunks := benchChunks(b.N)
+			cpu := startCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				in.Flush("bench", chunks[i])
@@ -703,13 +692,12 @@ func BenchmarkDigestPerRecord(b *testing.B) {
 				in.sendDigests(context.Background(), false)
 			}
 			b.StopTimer()
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			used := cpu()
 			t := in.Total()
 			if got := t.Delivered + t.DigestRecords; got != 100*b.N {
 				b.Fatalf("%d records delivered, want %d (%+v)", got, 100*b.N, t)
 			}
-			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-			b.ReportMetric(float64(cpu)/1e3/float64(100*b.N), "cpu-µs/record")
+			b.ReportMetric(float64(used)/1e3/float64(100*b.N), "cpu-µs/record")
 			b.ReportMetric(float64(t.Delivered+t.DigestsSent)*10_000/float64(100*b.N), "emails/10k-records")
 		})
 	}

@@ -7,9 +7,11 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
@@ -219,4 +221,32 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// benchChunks returns n chunks of 100 distinct detections each, as the flush
+// benchmarks send them.
+func benchChunks(n int) [][]byte {
+	chunks := make([][]byte, n)
+	for c := range chunks {
+		var e chunk.Encoder
+		for i := range 100 {
+			e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
+				"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
+			})
+		}
+		chunks[c] = e.Bytes()
+	}
+	return chunks
+}
+
+// startCPU returns a function giving the CPU time (user and system) this process used since
+// startCPU was called, in nanoseconds.
+func startCPU() func() int64 {
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	return func() int64 {
+		var ru1 syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+		return ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+	}
 }
