@@ -164,16 +164,17 @@ func groupValues(key string) []output.GroupValue {
 	return out
 }
 
-// groupText describes a group for log lines: host=web-1 cat=scan, or "(one group)".
+// groupText describes a group for log lines: ` group host="web-1" cat="scan"`, or "" for the
+// one group of an instance without digest_by.
 func groupText(values []output.GroupValue) string {
-	if len(values) == 0 {
-		return "(one group)"
-	}
-	parts := make([]string, len(values))
+	var b strings.Builder
 	for i, v := range values {
-		parts[i] = strings.TrimPrefix(v.Key, "$") + "=" + strconv.Quote(v.Value)
+		if i == 0 {
+			b.WriteString(" group")
+		}
+		fmt.Fprintf(&b, " %s=%q", v.Key, v.Value)
 	}
-	return strings.Join(parts, " ")
+	return b.String()
 }
 
 // utcDay is the UTC day of t, as thread roots are kept.
@@ -485,7 +486,7 @@ func (in *Instance) renderDigests(jobs []*digestJob, now time.Time) []digestMail
 			d.mu.Unlock()
 			email, err := d.render.RenderDigest(output.Digest{Group: j.g.values, Members: members(part), ThreadRoot: root})
 			if err != nil {
-				in.log.Log(LevelError, fmt.Sprintf("digest of %d record(s) of group %s cannot be rendered: %v; the records are written to dead_letter_dir when it is set",
+				in.log.Log(LevelError, fmt.Sprintf("digest of %d record(s)%s cannot be rendered: %v; the records are written to dead_letter_dir when it is set",
 					len(part), groupText(j.g.values), err))
 				in.deadLetterMembers(part, "digest cannot be rendered: "+err.Error())
 				in.finish(j, part, false)
@@ -533,7 +534,7 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 					r.Address, id, len(m.members), r.Code, orNone(r.EnhancedCode), r.Message))
 			}
 			if in.log.Enabled(LevelInfo) {
-				in.log.Log(LevelInfo, fmt.Sprintf("digest sent: message_id=<%s> records=%d group %s", id, len(m.members), groupText(m.job.g.values)))
+				in.log.Log(LevelInfo, fmt.Sprintf("digest sent: message_id=<%s> records=%d%s", id, len(m.members), groupText(m.job.g.values)))
 			}
 			in.finish(m.job, m.members, true)
 		case mailer.Rejected:
@@ -546,7 +547,7 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 			} else if len(res.Rejected) > 0 {
 				code, enhanced, text = res.Rejected[0].Code, res.Rejected[0].EnhancedCode, res.Rejected[0].Message
 			}
-			in.log.Log(LevelError, fmt.Sprintf("digest rejected: message_id=<%s> records=%d code=%d enhanced_code=%s group %s: %s",
+			in.log.Log(LevelError, fmt.Sprintf("digest rejected: message_id=<%s> records=%d code=%d enhanced_code=%s%s: %s",
 				id, len(m.members), code, orNone(enhanced), groupText(m.job.g.values), text))
 			in.deadLetterRejected("digest", pending{email: m.email, at: m.members[len(m.members)-1].Time}, res)
 			in.finish(m.job, m.members, false)
