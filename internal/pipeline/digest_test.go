@@ -726,3 +726,30 @@ func TestDigestQuietGroupsAreForgotten(t *testing.T) {
 		t.Errorf("%d groups kept the next day, want 0", n)
 	}
 }
+
+// TestDigestConcurrentFlushes: flushes of several workers at once share the groups: one
+// single for the group, every other record in the digest, none twice.
+func TestDigestConcurrentFlushes(t *testing.T) {
+	clk := testClock()
+	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range 5 {
+				ds.in.Flush("app", hostRecords(w*10+c, "a", "b", "c", "d", "e"))
+			}
+		}()
+	}
+	wg.Wait()
+	clk.advance(testWindow)
+	ds.tick()
+	mails := ds.mails()
+	if diff := cmp.Diff([]string{"single", "digest(99)"}, kinds(mails)); diff != "" {
+		t.Fatalf("emails (-want +got):\n%s", diff)
+	}
+	if n := len(uniq(append(mails[1].members, mails[0].id))); n != 100 {
+		t.Errorf("%d distinct records delivered, want 100", n)
+	}
+}
