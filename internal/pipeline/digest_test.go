@@ -753,3 +753,60 @@ func TestDigestConcurrentFlushes(t *testing.T) {
 		t.Errorf("%d distinct records delivered, want 100", n)
 	}
 }
+
+// TestDigestQuotaReplyPausesAndKeeps: a digest that gets a provider's quota reply is kept,
+// not dead-lettered; the instance pauses (quota_pause) and the digest goes out once the
+// pause is over and the provider's window has rolled.
+func TestDigestQuotaReplyPausesAndKeeps(t *testing.T) {
+	clk := testClock()
+	dir, w := deadDir(t, 1<<20)
+	opt := digestOptions(t, clk, testWindow, 1000)
+	opt.DeadLetters, opt.QuotaPause = w, time.Minute
+	ds := newDigestSetup(t, opt, clk)
+	q := &quotaServer{budget: 1}
+	ds.s.decide = q.decide
+	ds.in.Flush("app", records(10, nil))
+	clk.advance(testWindow)
+	ds.tick() // the digest gets 554 5.2.0
+	id := ds.mails()[1].id
+	if errs := strings.Join(ds.log.at(LevelError), "\n"); !strings.Contains(errs, "quota reply from the mail provider: Exchange Online") {
+		t.Errorf("no [error] line for the quota reply:\n%s", ds.log.all())
+	}
+	q.roll(10)
+	clk.advance(30 * time.Second)
+	ds.tick() // paused: nothing dialled
+	if n := ds.s.sends()[id]; n != 1 {
+		t.Fatalf("digest sent %d times during the pause, want 1", n)
+	}
+	clk.advance(30 * time.Second)
+	ds.tick()
+	if n := ds.s.sends()[id]; n != 2 {
+		t.Fatalf("digest sent %d times after the pause, want 2", n)
+	}
+	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 9 {
+		t.Errorf("totals %+v, want 1 digest of 9 records", tot)
+	}
+	if files := dirFiles(t, dir); len(files) != 0 {
+		t.Errorf("dead letters after a quota reply: %q", files)
+	}
+}
+
+// TestDigestStormGuardApplies: max_emails_per_minute counts digests too: a digest over the
+// budget waits, and goes out once the minute has room.
+func TestDigestStormGuardApplies(t *testing.T) {
+	clk := testClock()
+	opt := digestOptions(t, clk, 10*time.Second, 1000)
+	opt.MaxEmailsPerMinute = 1
+	ds := newDigestSetup(t, opt, clk)
+	ds.in.Flush("app", records(10, nil))
+	clk.advance(10 * time.Second)
+	ds.tick()
+	if got := kinds(ds.mails()); len(got) != 1 {
+		t.Fatalf("emails %v within the minute of the single, want the single only", got)
+	}
+	clk.advance(50 * time.Second)
+	ds.tick()
+	if diff := cmp.Diff([]string{"single", "digest(9)"}, kinds(ds.mails())); diff != "" {
+		t.Errorf("emails once the minute has room (-want +got):\n%s", diff)
+	}
+}
