@@ -296,6 +296,16 @@ func (in *Instance) syncDigests() {
 	}
 }
 
+// digestNotice is the start-up line of an instance with digests on: where the waiting
+// records are kept, and what a crash does to them.
+func digestNotice(window time.Duration, onDisk bool) string {
+	where := "in memory only (no ledger_dir): a crash or kill -9 loses the records waiting for a digest; a graceful stop sends them"
+	if onDisk {
+		where = "in ledger_dir, synced before each flush returns: a crash loses none"
+	}
+	return fmt.Sprintf("digests on: a group's first record goes out at once, the rest wait until %v after the group's last email and go out as one digest; waiting records are kept %s", window, where)
+}
+
 // wake makes the loop look at the groups again.
 func (d *digests) wake() {
 	select {

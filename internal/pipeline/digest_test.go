@@ -810,3 +810,31 @@ func TestDigestStormGuardApplies(t *testing.T) {
 		t.Errorf("emails once the minute has room (-want +got):\n%s", diff)
 	}
 }
+
+// TestOpenDigests: Open turns digests on from digest_window and says at start-up where the
+// waiting records are kept.
+func TestOpenDigests(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		keys := config.MapGetter{"dest_host": "127.0.0.1:1", "dest_email": "soc@example.com", "from_email": "fb@example.com",
+			"secret_key": "a-long-enough-test-secret-key", "digest_window": "10s", "digest_by": "$host"}
+		want := "kept in memory only (no ledger_dir): a crash or kill -9 loses the records waiting for a digest"
+		if disk {
+			keys["ledger_dir"] = t.TempDir()
+			want = "kept in ledger_dir, synced before each flush returns: a crash loses none"
+		}
+		log := &recorder{Max: LevelInfo}
+		in := Open(keys, log, Options{})
+		if in == nil {
+			t.Fatalf("Open failed:\n%s", log.all())
+		}
+		if in.dig == nil || in.dig.window != 10*time.Second || len(in.dig.by) != 1 {
+			t.Errorf("digests not on as configured: %+v", in.dig)
+		}
+		if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "digests on: ") || !strings.Contains(info, want) {
+			t.Errorf("start-up lines lack %q:\n%s", want, info)
+		}
+		if err := in.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -259,6 +259,9 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	if opt.MaxEmailsPerMinute > 0 {
 		log.Log(LevelInfo, guardNotice(opt.MaxEmailsPerMinute))
 	}
+	if in.dig != nil {
+		log.Log(LevelInfo, digestNotice(in.dig.window, in.dig.store != nil))
+	}
 	return in
 }
 
