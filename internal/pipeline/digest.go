@@ -74,6 +74,7 @@ type digests struct {
 	render     DigestRenderer
 	store      digestStore // nil without ledger_dir
 	storePath  string      // for log lines
+	delivered  func()      // Options.OnDigests, or nil
 
 	pass  sync.Mutex  // one sending pass at a time (the loop's, or Close's)
 	dirty atomic.Bool // the store was written since its last Sync
@@ -457,6 +458,9 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 	retried := in.deliverDigests(ctx, mails)
 	if in.guard != nil {
 		in.guard.refund(booked, retried)
+	}
+	if d.delivered != nil && retried < len(mails) {
+		d.delivered()
 	}
 	return next
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,7 +143,10 @@ func TestDigestQuietGroupSendsAtOnce(t *testing.T) {
 // under the first email, each record in exactly one email.
 func TestDigestBurstIsOneSingleAndOneDigest(t *testing.T) {
 	clk := testClock()
-	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
+	opt := digestOptions(t, clk, testWindow, 1000)
+	var told atomic.Int32
+	opt.OnDigests = func() { told.Add(1) }
+	ds := newDigestSetup(t, opt, clk)
 	code, st := ds.in.Flush("app", records(100, nil))
 	if code != FLBOK || st.Delivered != 1 || st.Digested != 99 || st.Records != 100 {
 		t.Fatalf("flush: code %d stats %+v, want OK with 1 delivered and 99 digested", code, st)
@@ -178,6 +182,9 @@ func TestDigestBurstIsOneSingleAndOneDigest(t *testing.T) {
 	tot := ds.in.Total()
 	if tot.DigestsSent != 1 || tot.DigestRecords != 99 || tot.Digested != 99 {
 		t.Errorf("totals %+v, want 1 digest of 99 records", tot)
+	}
+	if n := told.Load(); n != 1 {
+		t.Errorf("OnDigests called %d times, want once (after the digest)", n)
 	}
 }
 

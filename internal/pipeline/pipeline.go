@@ -81,6 +81,9 @@ type Options struct {
 	// Digests turns digests on (digest.go) when its DigestWindow is set and the Renderer is a
 	// DigestRenderer. Open sets it from digest_window, digest_by and digest_max_records.
 	Digests config.Digests
+	// OnDigests, when set, is called after digests were delivered, from the goroutine that
+	// sends them (between flushes), so that metrics need not wait for the next flush.
+	OnDigests func()
 }
 
 // Stats counts what flushes did. Every record handed to Flush ends in exactly one of
@@ -196,6 +199,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 	}
 	in.idle = sync.NewCond(&in.mu)
 	if in.dig = newDigests(opt.Digests, r, opt.Now); in.dig != nil {
+		in.dig.delivered = opt.OnDigests
 		go in.digestLoop()
 	}
 	return in
