@@ -706,6 +706,8 @@ func (in *Instance) closeDigests() {
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {
 			in.log.Log(LevelError, fmt.Sprintf("digest: closing %s: %v", d.storePath, err))
+		} else {
+			in.log.Log(LevelInfo, fmt.Sprintf("digest: closed %s, %d record(s) waiting", d.storePath, len(left)))
 		}
 	}
 }
