@@ -333,6 +333,8 @@ type pending struct {
 // any record needs another try (Fluent Bit then hands back the whole chunk; records already
 // delivered are skipped), else FLBOK. Records that can never be delivered (unrenderable,
 // rejected with 5xx, malformed entries) are logged as [error] lines and do not cause a retry.
+// With digests on, the records of a group that had an email within digest_window are taken
+// for the group's digest (Stats.Digested, digest.go): settled, kept, and sent later.
 // data must not be modified until Flush returns, and may be freed once it has returned:
 // decoded strings alias it, so nothing Flush keeps afterwards may refer to them (Message-IDs,
 // emails, log lines, dead letters and the ledger are all built anew). The plugin passes
