@@ -264,7 +264,7 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 		log.Log(LevelInfo, guardNotice(opt.MaxEmailsPerMinute))
 	}
 	if in.dig != nil {
-		log.Log(LevelInfo, digestNotice(in.dig.window, in.dig.store != nil))
+		log.Log(LevelInfo, digestNotice(in.dig.window, cfg.LedgerDir != "")) // smtpout check opens no file
 	}
 	return in
 }
