@@ -845,3 +845,32 @@ func TestOpenDigests(t *testing.T) {
 		}
 	}
 }
+
+// TestDigestPartlyRefused: a digest accepted for one recipient and refused for another is
+// delivered (counted once), and the refused recipient gets an [error] line; it is not resent.
+func TestDigestPartlyRefused(t *testing.T) {
+	clk := testClock()
+	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
+	ds.s.decide = func(m mailer.Message, _ int) mailer.Result {
+		res := mailer.Result{Outcome: mailer.Delivered}
+		if _, ok := ds.r.digest(m.ID); ok {
+			res.Rejected = []mailer.RecipientError{{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"}}
+		}
+		return res
+	}
+	ds.in.Flush("app", records(3, nil))
+	clk.advance(testWindow)
+	ds.tick()
+	clk.advance(time.Hour)
+	ds.tick()
+	id := ds.mails()[1].id
+	if n := ds.s.sends()[id]; n != 1 {
+		t.Errorf("digest sent %d times, want 1", n)
+	}
+	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest recipient refused: address=full@example.com message_id=<"+id+"> records=2 code=452 enhanced_code=4.2.2: mailbox full") {
+		t.Errorf("[error] lines %q", errs)
+	}
+	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 2 {
+		t.Errorf("totals %+v, want 1 digest of 2 records", tot)
+	}
+}
