@@ -254,6 +254,11 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	in := NewInstance(r, m, log, opt)
 	if useDisk && !in.openDurable(cfg, opt.Now) {
+		in.cancel()
+		if in.dig != nil { // the loop has nothing to send: end it
+			close(in.dig.quit)
+			<-in.dig.done
+		}
 		return nil
 	}
 	log.Log(LevelInfo, "started: "+cfg.Effective())

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/spool"
 	"github.com/smtpout/smtpout/mailer"
 )
@@ -163,4 +165,28 @@ func TestDigestCloseWithLedgerDirKeepsTheRest(t *testing.T) {
 	if diff := cmp.Diff([]string{"digest(2)"}, kinds(ds2.mails())); diff != "" {
 		t.Errorf("emails after the restart (-want +got):\n%s", diff)
 	}
+}
+
+// TestDigestSpoolLockedStopsStartUp: a digest spool held by another process stops start-up
+// like a held ledger, and the failed Open leaves no goroutine behind.
+func TestDigestSpoolLockedStopsStartUp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(dir)
+	held, _, err := spool.Open(dir, ledgerName(cfg), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	keys := config.MapGetter{"dest_host": "127.0.0.1:465", "dest_email": "soc@example.com", "from_email": "fb@example.com",
+		"secret_key": "a-long-enough-test-secret-key", "digest_window": "10s", "ledger_dir": dir}
+	before := runtime.NumGoroutine()
+	log := &recorder{Max: LevelInfo}
+	if in := Open(keys, log, Options{}); in != nil {
+		_ = in.Close()
+		t.Fatalf("Open succeeded with the spool held:\n%s", log.all())
+	}
+	if errs := strings.Join(log.at(LevelError), "\n"); !strings.Contains(errs, "is in use by another Fluent Bit process") || !strings.Contains(errs, "not started: the digest spool in ledger_dir cannot be used") {
+		t.Errorf("[error] lines:\n%s", errs)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
