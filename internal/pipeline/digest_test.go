@@ -846,12 +846,62 @@ func TestOpenDigests(t *testing.T) {
 	}
 }
 
-// TestDigestPartlyRefused: a digest accepted for one recipient and refused for another is
-// delivered (counted once), and the refused recipient gets an [error] line; it is not resent.
+// TestDigestPartlyRefused: a digest accepted for one recipient is delivered (counted once);
+// a recipient that refused it for good gets an [error] line, one that refused it for now gets
+// the same digest again, alone, after the back-off.
 func TestDigestPartlyRefused(t *testing.T) {
 	clk := testClock()
 	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
-	ds.s.decide = func(m mailer.Message, _ int) mailer.Result {
+	var tos [][]string
+	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
+		res := mailer.Result{Outcome: mailer.Delivered}
+		if _, ok := ds.r.digest(m.ID); ok {
+			tos = append(tos, m.To)
+			if attempt == 1 {
+				res.Rejected = []mailer.RecipientError{
+					{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"},
+					{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
+				}
+			}
+		}
+		return res
+	}
+	ds.in.Flush("app", records(3, nil))
+	clk.advance(testWindow)
+	ds.tick()
+	id := ds.mails()[1].id
+	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest recipient refused: address=gone@example.com message_id=<"+id+"> records=2 code=550 enhanced_code=5.1.1: no such user") {
+		t.Errorf("[error] lines %q", errs)
+	}
+	if w := ds.log.at(LevelWarn); len(w) != 1 || !strings.HasPrefix(w[0], "digest recipient deferred: address=full@example.com message_id=<"+id+"> records=2 code=452") {
+		t.Errorf("[ warn] lines %q", w)
+	}
+	clk.advance(digestRetryMin - time.Second)
+	ds.tick()
+	if n := ds.s.sends()[id]; n != 1 {
+		t.Fatalf("digest sent %d times before the back-off ended, want 1", n)
+	}
+	clk.advance(time.Second)
+	ds.tick()
+	clk.advance(time.Hour)
+	ds.tick()
+	if diff := cmp.Diff([][]string{{"soc@example.com"}, {"full@example.com"}}, tos); diff != "" {
+		t.Errorf("digest envelopes (-want +got):\n%s", diff)
+	}
+	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 2 {
+		t.Errorf("totals %+v, want 1 digest of 2 records", tot)
+	}
+}
+
+// TestDigestOwedAtClose: a digest still owed to a recipient that keeps refusing it for now is
+// tried once more at Close, then written to dead_letter_dir with an [error] line.
+func TestDigestOwedAtClose(t *testing.T) {
+	clk := testClock()
+	dir, w := deadDir(t, 1<<20)
+	opt := digestOptions(t, clk, testWindow, 1000)
+	opt.DeadLetters, opt.FlushTimeout = w, 200*time.Millisecond
+	ds := newDigestSetup(t, opt, clk)
+	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
 		res := mailer.Result{Outcome: mailer.Delivered}
 		if _, ok := ds.r.digest(m.ID); ok {
 			res.Rejected = []mailer.RecipientError{{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"}}
@@ -861,16 +911,17 @@ func TestDigestPartlyRefused(t *testing.T) {
 	ds.in.Flush("app", records(3, nil))
 	clk.advance(testWindow)
 	ds.tick()
-	clk.advance(time.Hour)
-	ds.tick()
 	id := ds.mails()[1].id
-	if n := ds.s.sends()[id]; n != 1 {
-		t.Errorf("digest sent %d times, want 1", n)
+	if err := ds.in.Close(); err != nil {
+		t.Fatal(err)
 	}
-	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest recipient refused: address=full@example.com message_id=<"+id+"> records=2 code=452 enhanced_code=4.2.2: mailbox full") {
+	if n := ds.s.sends()[id]; n != 2 {
+		t.Errorf("digest sent %d times, want 2 (once more at Close)", n)
+	}
+	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest message_id=<"+id+"> of 2 record(s) could not be sent again to full@example.com (refused for now) before the stop") {
 		t.Errorf("[error] lines %q", errs)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 2 {
-		t.Errorf("totals %+v, want 1 digest of 2 records", tot)
+	if files := dirFiles(t, dir); len(files) != 2 || !strings.HasSuffix(files[0], ".eml") {
+		t.Errorf("dead letters %q, want the digest's .eml and its reason", files)
 	}
 }
