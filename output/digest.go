@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/smtpout/smtpout/config"
@@ -324,10 +325,7 @@ func (s *digestSummary) appendSpan(b []byte) []byte {
 
 // groupKeyText returns a digest_by key as the summary names it: without its leading "$".
 func groupKeyText(key string) string {
-	if len(key) > 1 && key[0] == '$' {
-		return key[1:]
-	}
-	return key
+	return strings.TrimPrefix(key, "$")
 }
 
 // appendText appends the text/plain summary part of a digest.

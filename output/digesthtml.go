@@ -47,7 +47,7 @@ const (
 	htmlDigestCompact = `<table width="100%" cellpadding="4" style="border-collapse:collapse;table-layout:fixed;font-size:13px;text-align:left;margin-top:8px">
 <thead><tr style="border-bottom:1px solid rgba(127,127,127,.5)">`
 	htmlDigestHead      = `<th style="vertical-align:bottom">`
-	htmlDigestHeadTime  = `<th style="vertical-align:bottom;width:22%">`
+	htmlDigestHeadTime  = `<th style="vertical-align:bottom;width:19%">`
 	htmlDigestHeadEnd   = "</th>"
 	htmlDigestBody      = "</tr></thead>\n<tbody style=\"vertical-align:top;text-align:left\">\n"
 	htmlDigestCell      = "<td>"
@@ -154,12 +154,15 @@ type field struct {
 
 // column is a field whose values differ between the records of the compact table.
 type column struct {
-	path  string
-	total int // the length of its values in all rows, to rank the columns
+	path     string
+	distinct int // how many different values it has in the rows
+	total    int // the length of its values in all rows (shortened as shown)
 }
 
 // compactTable writes the table of recs (the first of members, decoded): the time and the
-// fields whose values differ, at most DigestHTMLColumns of them, the shortest first.
+// fields whose values differ, at most DigestHTMLColumns of them. The columns shown are those
+// with the fewest different values (which hosts, users, files a storm touched, rather than
+// an ID unique to every record), then the shortest, then by name; they appear by name.
 func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Record, s *digestSummary) {
 	rows := make([]map[string]string, len(recs))
 	seen := map[string]int{} // path -> column index
@@ -180,21 +183,25 @@ func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Re
 		}
 	}
 	var differ []column
+	values := map[string]struct{}{}
 	for _, c := range cols {
-		v0, ok0 := rows[0][c.path]
-		same := true
+		clear(values)
 		for _, row := range rows {
 			v, ok := row[c.path]
 			c.total += min(utf8.RuneCountInString(v), digestCellRunes)
-			if v != v0 || ok != ok0 {
-				same = false
+			if !ok {
+				v = "\x00absent" // an absent field differs from any value
 			}
+			values[v] = struct{}{}
 		}
-		if !same {
+		if c.distinct = len(values); c.distinct > 1 {
 			differ = append(differ, c)
 		}
 	}
-	slices.SortStableFunc(differ, func(a, b column) int {
+	slices.SortFunc(differ, func(a, b column) int {
+		if a.distinct != b.distinct {
+			return a.distinct - b.distinct
+		}
 		if a.total != b.total {
 			return a.total - b.total
 		}
@@ -300,11 +307,13 @@ func leafText(v any) string {
 	case bool:
 		return strconv.FormatBool(x)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // the HTML writer escapes
+	if enc.Encode(v) != nil {
 		return ""
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // shortenRunes returns s cut to at most n runes, with "…" in place of the rest.

@@ -252,6 +252,15 @@ func parseReadable(t testing.TB, doc string) parsedHTML {
 			trs = append(trs, n)
 		}
 	}
+	p.Rows, p.Sections, p.More = readRows(t, trs)
+	return p
+}
+
+// readRows reads the rows of a readable table: a row with a <th> is a key and a value (an
+// <li> per item of a list); a row with one cell is a section title, or the "more values" row
+// when it is the last row and says so.
+func readRows(t testing.TB, trs []*html.Node) (rows []shownRow, sections []string, more string) {
+	t.Helper()
 	title := ""
 	for i, tr := range trs {
 		var cells []*html.Node
@@ -278,20 +287,20 @@ func parseReadable(t testing.TB, doc string) parsedHTML {
 			if !list {
 				r.Values = []string{nodeText(cells[1])}
 			}
-			p.Rows = append(p.Rows, r)
+			rows = append(rows, r)
 		case len(cells) == 1 && cells[0].DataAtom == atom.Td:
 			text := nodeText(cells[0])
-			if i == len(trs)-1 && strings.HasSuffix(text, " more values not shown: the JSON part holds the whole record") {
-				p.More = text
+			if i == len(trs)-1 && strings.Contains(text, " more values not shown: ") {
+				more = text
 				continue
 			}
 			title = text
-			p.Sections = append(p.Sections, title)
+			sections = append(sections, title)
 		default:
 			t.Fatalf("table row %d has cells %v", i, cells)
 		}
 	}
-	return p
+	return rows, sections, more
 }
 
 // nodeText returns the text inside n.
