@@ -99,11 +99,21 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	sig := append(sigb[:0], "sha256="...)
 	sig = hex.AppendEncode(sig, st.mac.Sum(st.sum[:0]))
 
-	firstRec := decodeMember(first)
+	// The first record's fields are decoded when the subject or the HTML shows them.
+	firstRec := Record{Tag: first.Tag, Time: first.Time}
+	if r.readable || r.subjectHasKeys {
+		firstRec = decodeMember(first)
+	}
 	st.subj = r.appendSubject(st.subj[:0], firstRec, &st.enc)
 	sum := summarize(d)
 
-	out := st.out[:0]
+	// The email is written straight into the buffer it is returned in, sized for the NDJSON
+	// in quoted-printable (about 4 % more for JSON text) and the rest.
+	var html []byte
+	if r.readable {
+		html = r.digestHTML(st, d, &sum, firstRec)
+	}
+	out := make([]byte, 0, 4<<10+len(ndjson)+len(ndjson)/16+len(html)+len(html)/8)
 	if d.ThreadRoot != "" {
 		out = append(out, "In-Reply-To: <"...)
 		out = append(out, d.ThreadRoot...)
@@ -147,7 +157,7 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 		out = append(out, alt...)
 		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
 			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, r.digestHTML(st, d, &sum, firstRec), true)
+		out = appendQP(out, html, true)
 		out = append(out, "\r\n--"...)
 		out = append(out, alt...)
 		out = append(out, "--\r\n"...)
@@ -167,16 +177,14 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	out = append(out, "\r\n--"...)
 	out = append(out, mixed...)
 	out = append(out, "--\r\n"...)
-	st.out = out
 
 	recips := make([]string, len(r.recipients))
 	copy(recips, r.recipients)
-	data := bytes.Clone(out)
 	return &Email{
 		MessageID:   id,
 		From:        r.from,
 		Recipients:  recips,
-		Data:        data[:len(data):len(data)],
+		Data:        out[:len(out):len(out)],
 		Signature:   string(sig),
 		PayloadSize: len(ndjson),
 		Payload:     ndjson,

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpout/smtpout/config"
 )
 
 // TestEmailPayloadIsTheSignedPayload: Email.Payload is exactly what Payload returns for the
@@ -472,4 +474,38 @@ func ndjsonSize(members []DigestMember) int {
 		n += len(m.Payload) + 1
 	}
 	return n
+}
+
+// TestDigestSubject: a digest's subject is the subject its first record's single email has,
+// rendered from the decoded payload (numbers, nested keys, the tag), in both formats.
+func TestDigestSubject(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		toks []config.Token
+		want string
+	}{
+		{"tag only", []config.Token{lit("Alert "), tagTok(), lit(" "), tagPartTok(1)}, "Alert lc.detections detections"},
+		{"numbers and nested keys", []config.Token{key("pid"), lit(" "), key("ratio"), lit(" "), key("detect", "event", "FILE_PATH"), lit(" "), key("missing")},
+			"1001 0.25 /tmp/x1 <&>"},
+		{"a map", []config.Token{key("detect")}, `{"event":{"FILE_PATH":"/tmp/x1 <&>"}}`},
+	} {
+		for _, readable := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/readable=%v", tc.name, readable), func(t *testing.T) {
+				r := mustRenderer(t, withSubject(readable, tc.toks...))
+				members, _, recs := digestMembers(t, r, 3, []string{"h"}, fixedTime)
+				e, err := r.RenderDigest(Digest{Members: members[1:]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var dec mime.WordDecoder
+				got, err := dec.DecodeHeader(parseDigest(t, e.Data).header.Get("Subject"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff([]string{tc.want, tc.want}, []string{got, r.RenderSubject(recs[1])}); diff != "" {
+					t.Errorf("subject (-want +[digest, single email]):\n%s", diff)
+				}
+			})
+		}
+	}
 }

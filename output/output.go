@@ -1,7 +1,10 @@
 // Package output renders one Fluent Bit record as one signed RFC 5322 email: a JSON payload with
 // sorted keys, an HMAC-SHA256 signature over it, a deterministic Message-ID, and either a
 // single quoted-printable text/plain part (machine format) or a multipart/alternative message
-// with an HTML table for people (readable format). Verify checks such an email's signature.
+// with an HTML table for people (readable format). RenderDigest renders many records' payloads
+// as one signed digest email (an NDJSON part, and an HTML digest built for a phone), and
+// SplitDigest bounds what one digest carries. Verify and VerifyEmail check either kind's
+// signature.
 //
 // The package holds no cgo, does no I/O besides what Verify reads, and never logs.
 package output
@@ -104,6 +107,9 @@ type Renderer struct {
 	domain     string
 	dateKey    string
 	subject    []config.Token
+	// subjectHasKeys reports whether subject holds a record key (a digest's subject then
+	// needs its first record decoded).
+	subjectHasKeys bool
 	// headers holds the From, To and Cc lines, CRLF-terminated, written after Date.
 	headers []byte
 	key     []byte
@@ -165,6 +171,9 @@ func New(cfg config.Config) (*Renderer, error) {
 		return nil, fmt.Errorf("output: %w", errors.Join(errs...))
 	}
 	r.headers = hdr
+	for _, t := range r.subject {
+		r.subjectHasKeys = r.subjectHasKeys || t.Kind == config.KeyToken
+	}
 	r.pool.New = func() any {
 		return &state{mac: hmac.New(sha256.New, r.key), sha: sha256.New()}
 	}
