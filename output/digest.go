@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 		}
 		size += len(m.Payload) + 1
 	}
-	id := DigestMessageID(d.Members, r.domain)
+	id := r.DigestMessageID(d.Members)
 
 	// The NDJSON part's content, and the signature over exactly those bytes.
 	ndjson := make([]byte, 0, size)
@@ -121,14 +122,7 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 		out = append(out, d.ThreadRoot...)
 		out = append(out, ">\r\n"...)
 	}
-	out = append(out, "Date: "...)
-	out = d.Members[len(d.Members)-1].Time.UTC().AppendFormat(out, dateLayout)
-	out = append(out, "\r\n"...)
-	out = append(out, r.headers...)
-	out = appendTextHeader(out, "Subject", st.subj)
-	out = append(out, "Message-ID: <"...)
-	out = append(out, id...)
-	out = append(out, ">\r\nMIME-Version: 1.0\r\n"...)
+	out = appendHead(out, d.Members[len(d.Members)-1].Time, r.headers, st.subj, id)
 	mixed := boundaryFor([]byte(id[:32]))
 	out = append(out, "Content-Type: multipart/mixed; boundary=\""...)
 	out = append(out, mixed...)
@@ -140,41 +134,23 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	out = strconv.AppendInt(out, int64(len(d.Members)), 10)
 	out = append(out, "\r\n"+SignatureHeader+": "...)
 	out = append(out, sig...)
-	out = append(out, "\r\n\r\n--"...)
-	out = append(out, mixed...)
-	out = append(out, "\r\n"...)
+	out = append(out, "\r\n\r\n"...)
 	text := sum.appendText(nil, st.subj)
 	if r.readable {
 		alt := "=_smtpout_alt_" + id[:32]
-		out = append(out, "Content-Type: multipart/alternative;\r\n boundary=\""...)
+		out = append(out, "--"...)
+		out = append(out, mixed...)
+		out = append(out, "\r\nContent-Type: multipart/alternative;\r\n boundary=\""...)
 		out = append(out, alt...)
-		out = append(out, "\"\r\n\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "\r\nContent-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, text, true)
-		out = append(out, "\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, html, true)
-		out = append(out, "\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "--\r\n"...)
+		out = append(out, "\"\r\n\r\n"...)
+		out = appendAlternative(out, alt, text, true, html)
 	} else {
-		out = append(out, "Content-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, text, true)
+		out = appendPart(out, mixed, textPartHeader, text, true)
 	}
-	out = append(out, "\r\n--"...)
-	out = append(out, mixed...)
-	out = append(out, "\r\nContent-Type: "+NDJSONType+"; charset=UTF-8\r\n"+
+	out = appendPart(out, mixed, "Content-Type: "+NDJSONType+"; charset=UTF-8\r\n"+
 		"Content-Transfer-Encoding: quoted-printable\r\n"+
-		"Content-Disposition: attachment;\r\n filename=\""...)
-	out = append(out, DigestFilename(d.Members)...)
-	out = append(out, "\"\r\n\r\n"...)
-	out = appendQP(out, ndjson, false)
-	out = append(out, "\r\n--"...)
+		"Content-Disposition: attachment;\r\n filename=\""+DigestFilename(d.Members)+"\"\r\n", ndjson, false)
+	out = append(out, "--"...)
 	out = append(out, mixed...)
 	out = append(out, "--\r\n"...)
 
@@ -191,11 +167,12 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	}, nil
 }
 
-// DigestMessageID returns the Message-ID (without angle brackets) of the digest of members:
-// the first 16 bytes of SHA-256 over the members' Message-IDs in order, NUL-separated, in
-// hex, "@" and domain. The same members always give the same ID, so a digest sent again
-// after a crash carries the Message-ID of the one that may have been delivered.
-func DigestMessageID(members []DigestMember, domain string) string {
+// DigestMessageID returns the Message-ID (without angle brackets) RenderDigest gives the
+// digest of members: the first 16 bytes of SHA-256 over the members' Message-IDs in order,
+// NUL-separated, in hex, "@" and the domain of from_email. The same members always give the
+// same ID, so a digest sent again after a crash carries the Message-ID of the one that may
+// have been delivered.
+func (r *Renderer) DigestMessageID(members []DigestMember) string {
 	h := sha256.New()
 	for i, m := range members {
 		if i > 0 {
@@ -204,7 +181,7 @@ func DigestMessageID(members []DigestMember, domain string) string {
 		h.Write([]byte(m.MessageID))
 	}
 	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16]) + "@" + domain
+	return hex.EncodeToString(h.Sum(sum[:0])[:16]) + "@" + r.domain
 }
 
 // DigestFilename returns the file name of a digest's NDJSON attachment:
@@ -259,7 +236,7 @@ func summarize(d Digest) digestSummary {
 		if m.Time.After(s.last) {
 			s.last = m.Time
 		}
-		if !s.moreTags && !containsString(s.tagList, m.Tag) {
+		if !s.moreTags && !slices.Contains(s.tagList, m.Tag) {
 			if len(s.tagList) == maxTags {
 				s.moreTags = true
 			} else {
@@ -268,16 +245,6 @@ func summarize(d Digest) digestSummary {
 		}
 	}
 	return s
-}
-
-// containsString reports whether list holds s.
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tags returns the X-Fluent-Tag value of a digest: its distinct tags, comma-separated.

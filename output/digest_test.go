@@ -226,6 +226,7 @@ func TestRenderDigest(t *testing.T) {
 				"X-Smtpout-Records": p.header.Get(RecordsHeader), "In-Reply-To": p.header.Get("In-Reply-To"),
 				"References": p.header.Get("References"), "X-Fluent-Tag": p.header.Get(TagHeader),
 				"Content-Disposition": p.disp, "Email.MessageID": e.MessageID,
+				"DigestMessageID": r.DigestMessageID(members),
 			}
 			want := map[string]string{
 				"Message-Id": "<" + wantID + ">", "Date": recs[tc.n-1].Time.Format("Mon, 02 Jan 2006 15:04:05 -0700"),
@@ -233,6 +234,7 @@ func TestRenderDigest(t *testing.T) {
 				"In-Reply-To": wantThread, "References": wantThread, "X-Fluent-Tag": "lc.detections",
 				"Content-Disposition": "attachment; filename=smtpout-digest-20261127T100107Z.ndjson",
 				"Email.MessageID":     wantID,
+				"DigestMessageID":     wantID,
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("headers (-want +got):\n%s", diff)

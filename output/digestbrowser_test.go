@@ -60,13 +60,7 @@ func stormDigest(t testing.TB, r *Renderer, recs []Record) Digest {
 // It needs Chromium: skipped without it, failed without it when SMTPOUT_REQUIRE_BROWSER=1.
 func TestDigestInBrowser(t *testing.T) {
 	b := chromium.Start(t)
-	dir := os.Getenv("SMTPOUT_SCREENSHOTS")
-	if dir == "" {
-		dir = t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	docs := os.Getenv("SMTPOUT_DOCS_SCREENSHOTS")
+	dir, docs := screenshotDirs(t)
 	r := mustRenderer(t, testConfig(true))
 	e, err := r.RenderDigest(stormDigest(t, r, stormRecords(200)))
 	if err != nil {
@@ -80,64 +74,24 @@ func TestDigestInBrowser(t *testing.T) {
 	u := (&url.URL{Scheme: "file", Path: file}).String()
 	want := append([]string{"200 records", "10:00:00 to 10:06:38 UTC", "Encoded PowerShell Spawned By Office",
 		"150 more records in the attachment", "Record 3 of 200"}, stormHosts...)
-	for _, v := range []struct {
-		name          string
-		width, height int
-		mobile, dark  bool
-	}{
-		{"phone", 360, 780, true, false},
-		{"phone-dark", 360, 780, true, true},
-		{"desktop", 1024, 768, false, false},
+	for _, v := range []view{
+		{"phone", 360, 780, 1, true, false},
+		{"phone-dark", 360, 780, 1, true, true},
+		{"desktop", 1024, 768, 1, false, false},
 	} {
 		t.Run(v.name, func(t *testing.T) {
-			pg := b.NewPage(t)
-			if err := pg.Emulate(v.width, v.height, 1, v.mobile, v.dark); err != nil {
-				t.Fatal(err)
-			}
-			if err := pg.Navigate(u); err != nil {
-				t.Fatal(err)
-			}
-			var m struct {
-				ScrollWidth, InnerWidth, Height int
-				Text                            string
-				Dark                            bool
-			}
-			if err := pg.Eval(measureJS, &m); err != nil {
-				t.Fatal(err)
-			}
-			if m.InnerWidth != v.width || m.Dark != v.dark {
-				t.Fatalf("emulation: innerWidth %d dark %v, want %d %v", m.InnerWidth, m.Dark, v.width, v.dark)
-			}
-			if m.ScrollWidth > m.InnerWidth {
-				t.Errorf("the page scrolls sideways: scrollWidth %d > innerWidth %d", m.ScrollWidth, m.InnerWidth)
-			}
+			pg, m := loadPage(t, b, u, v)
 			text := collapseSpace(m.Text)
 			for _, w := range want {
 				if !strings.Contains(text, w) {
 					t.Errorf("the visible text lacks %q", w)
 				}
 			}
-			png, err := pg.Screenshot(v.width, min(m.Height, maxShot))
-			if err != nil {
-				t.Fatal(err)
-			}
 			out := filepath.Join(dir, "digest-"+v.name+".png")
-			if err := os.WriteFile(out, png, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			screenshot(t, pg, out, v.width, min(m.Height, maxShot))
 			t.Logf("%s: %dx%d CSS px, scrollWidth %d", out, v.width, m.Height, m.ScrollWidth)
 			if docs != "" && v.name == "phone" {
-				// The README shows the first screen and a half at a phone's scale.
-				if err := pg.Emulate(v.width, v.height, 2, v.mobile, v.dark); err != nil {
-					t.Fatal(err)
-				}
-				png, err := pg.Screenshot(v.width, min(m.Height, v.height*3/2))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(docs, "digest-phone.png"), png, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				docsScreenshot(t, pg, filepath.Join(docs, "digest-phone.png"), v, m)
 			}
 		})
 	}

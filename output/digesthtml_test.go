@@ -38,16 +38,9 @@ type digestHTMLParts struct {
 // table; every other table after an <h2> is one record in full.
 func parseDigestHTML(t testing.TB, doc string) digestHTMLParts {
 	t.Helper()
-	root, err := html.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatalf("html.Parse: %v", err)
-	}
 	var p digestHTMLParts
 	seenH2 := false
-	for n := range root.Descendants() {
-		if n.Type != html.ElementNode {
-			continue
-		}
+	for _, n := range htmlElements(t, doc) {
 		p.Tags = append(p.Tags, n.Data)
 		switch n.DataAtom {
 		case atom.Title:

@@ -232,16 +232,9 @@ type parsedHTML struct {
 // one cell is a section title, or the "more values" row when it is the last row and says so.
 func parseReadable(t testing.TB, doc string) parsedHTML {
 	t.Helper()
-	root, err := html.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatalf("html.Parse: %v", err)
-	}
 	var p parsedHTML
 	var trs []*html.Node
-	for n := range root.Descendants() {
-		if n.Type != html.ElementNode {
-			continue
-		}
+	for _, n := range htmlElements(t, doc) {
 		p.Tags = append(p.Tags, n.Data)
 		switch n.DataAtom {
 		case atom.Title:
@@ -254,6 +247,23 @@ func parseReadable(t testing.TB, doc string) parsedHTML {
 	}
 	p.Rows, p.Sections, p.More = readRows(t, trs)
 	return p
+}
+
+// htmlElements parses doc with golang.org/x/net/html, as a browser would, and returns its
+// elements in document order.
+func htmlElements(t testing.TB, doc string) []*html.Node {
+	t.Helper()
+	root, err := html.Parse(strings.NewReader(doc))
+	if err != nil {
+		t.Fatalf("html.Parse: %v", err)
+	}
+	var out []*html.Node
+	for n := range root.Descendants() {
+		if n.Type == html.ElementNode {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // readRows reads the rows of a readable table: a row with a <th> is a key and a value (an
