@@ -388,6 +388,7 @@ func TestVerifyDigestErrors(t *testing.T) {
 		{"a line is not JSON", signed("1", "{\"a\":1\n"), ErrDigestLine, "line 1"},
 		{"an empty line", signed("2", "{\"a\":1}\n\n"), ErrDigestLine, "line 2"},
 		{"no final line break", signed("1", "{\"a\":1}"), ErrDigestLine, "line break"},
+		{"no records", signed("0", ""), ErrDigestLine, "no records"},
 		{"tampered line", strings.Replace(good, "x1 <&>", "x9 <&>", 1), ErrMismatch, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -510,4 +511,34 @@ func TestDigestSubject(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestDigestHTMLBounded: however many and however big the records, the HTML part stays
+// bounded (three records in full, each within the single email's bounds, and a compact table
+// of short cells), while the NDJSON part holds every byte.
+func TestDigestHTMLBounded(t *testing.T) {
+	r := mustRenderer(t, testConfig(true))
+	big := strings.Repeat("0123456789", 20<<10) // 200 KB
+	var d Digest
+	for i := range 40 {
+		fields := map[string]any{"i": int64(i), "big": big + fmt.Sprint(i)}
+		for k := range 300 {
+			fields[fmt.Sprintf("k%03d", k)] = fmt.Sprintf("%d-%s", i, big[:1000])
+		}
+		e := mustRender(t, r, Record{Tag: "t", Time: fixedTime, Fields: fields})
+		d.Members = append(d.Members, DigestMember{MessageID: e.MessageID, Tag: "t", Time: fixedTime, Payload: e.Payload})
+	}
+	e, err := r.RenderDigest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parseDigest(t, e.Data)
+	if want := ndjsonSize(d.Members); len(p.ndjson) != want {
+		t.Errorf("NDJSON part holds %d bytes, want %d", len(p.ndjson), want)
+	}
+	const bound = DigestHTMLFull*2*MaxHTMLTableSize + DigestHTMLRows*(1+DigestHTMLColumns)*4*digestCellRunes + 64<<10
+	if len(p.html) > bound {
+		t.Errorf("HTML part is %d bytes for %d bytes of records, want at most %d", len(p.html), len(p.ndjson), bound)
+	}
+	t.Logf("%d records, %d bytes of NDJSON, %d bytes of HTML", len(d.Members), len(p.ndjson), len(p.html))
 }

@@ -134,7 +134,10 @@ func VerifyEmail(message io.Reader, secret []byte) (*Verification, error) {
 // digestLines splits a digest's NDJSON content into its lines, each checked to be a JSON
 // object, with their signatures.
 func digestLines(ndjson, secret []byte) ([]DigestLine, error) {
-	if len(ndjson) > 0 && ndjson[len(ndjson)-1] != '\n' {
+	if len(ndjson) == 0 {
+		return nil, fmt.Errorf("%w: the part holds no records", ErrDigestLine)
+	}
+	if ndjson[len(ndjson)-1] != '\n' {
 		return nil, fmt.Errorf("%w: the part does not end with a line break", ErrDigestLine)
 	}
 	var lines []DigestLine
