@@ -1,6 +1,7 @@
 package output
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -165,12 +166,15 @@ type column struct {
 // an ID unique to every record), then the shortest, then by name; they appear by name.
 func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Record, s *digestSummary) {
 	rows := make([]map[string]string, len(recs))
-	seen := map[string]int{} // path -> column index
+	var fl flattener
+	var seen map[string]int // path -> column index
 	var cols []column
 	for i, rec := range recs {
-		rows[i] = map[string]string{}
-		var leaves []field
-		leaves = flatten(leaves, "", rec.Fields, 0)
+		leaves := fl.flatten(rec.Fields)
+		if seen == nil {
+			seen = make(map[string]int, len(leaves))
+		}
+		rows[i] = make(map[string]string, len(leaves))
 		for _, f := range leaves {
 			if f.path == r.dateKey {
 				continue // the time column shows it
@@ -269,15 +273,34 @@ func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Re
 	}
 }
 
-// flatten appends the leaves of m (a decoded payload or part of one) under prefix: scalars
-// as their text, maps below digestMaxFlatDepth walked with "." between keys, arrays and
-// deeper maps as their JSON; at most digestMaxLeaves leaves.
-func flatten(dst []field, prefix string, m map[string]any, depth int) []field {
-	keys := make([]string, 0, len(m))
+// flattener lists the fields of decoded records for the compact table, reusing its buffers
+// from one record to the next.
+type flattener struct {
+	leaves []field
+	keys   [][]string // sorted keys, one slice per depth
+	buf    bytes.Buffer
+	enc    *json.Encoder
+}
+
+// flatten returns the leaves of fields (a decoded payload): scalars as their text, maps
+// below digestMaxFlatDepth walked with "." between keys, arrays and deeper maps as their JSON;
+// at most digestMaxLeaves leaves. The result is valid until the next call.
+func (f *flattener) flatten(fields map[string]any) []field {
+	f.leaves = f.walk(f.leaves[:0], "", fields, 0)
+	return f.leaves
+}
+
+// walk appends the leaves of m, at depth, under prefix.
+func (f *flattener) walk(dst []field, prefix string, m map[string]any, depth int) []field {
+	for len(f.keys) <= depth {
+		f.keys = append(f.keys, nil)
+	}
+	keys := f.keys[depth][:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	f.keys[depth] = keys
 	for _, k := range keys {
 		if len(dst) >= digestMaxLeaves {
 			break
@@ -287,16 +310,16 @@ func flatten(dst []field, prefix string, m map[string]any, depth int) []field {
 			path = prefix + "." + k
 		}
 		if sub, ok := m[k].(map[string]any); ok && len(sub) > 0 && depth+1 < digestMaxFlatDepth {
-			dst = flatten(dst, path, sub, depth+1)
+			dst = f.walk(dst, path, sub, depth+1)
 			continue
 		}
-		dst = append(dst, field{path: path, text: leafText(m[k])})
+		dst = append(dst, field{path: path, text: f.text(m[k])})
 	}
 	return dst
 }
 
-// leafText returns a decoded JSON value as the compact table shows it.
-func leafText(v any) string {
+// text returns a decoded JSON value as the compact table shows it.
+func (f *flattener) text(v any) string {
 	switch x := v.(type) {
 	case nil:
 		return "null"
@@ -307,13 +330,15 @@ func leafText(v any) string {
 	case bool:
 		return strconv.FormatBool(x)
 	}
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // the HTML writer escapes
-	if enc.Encode(v) != nil {
+	if f.enc == nil {
+		f.enc = json.NewEncoder(&f.buf)
+		f.enc.SetEscapeHTML(false) // the HTML writer escapes
+	}
+	f.buf.Reset()
+	if f.enc.Encode(v) != nil {
 		return ""
 	}
-	return strings.TrimSuffix(b.String(), "\n")
+	return string(bytes.TrimSuffix(f.buf.Bytes(), []byte("\n")))
 }
 
 // shortenRunes returns s cut to at most n runes, with "…" in place of the rest.
