@@ -116,11 +116,7 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	}
 	out := make([]byte, 0, 4<<10+len(ndjson)+len(ndjson)/16+len(html)+len(html)/8)
 	if d.ThreadRoot != "" {
-		out = append(out, "In-Reply-To: <"...)
-		out = append(out, d.ThreadRoot...)
-		out = append(out, ">\r\nReferences: <"...)
-		out = append(out, d.ThreadRoot...)
-		out = append(out, ">\r\n"...)
+		out = appendThread(out, d.ThreadRoot)
 	}
 	out = appendHead(out, d.Members[len(d.Members)-1].Time, r.headers, st.subj, id)
 	mixed := boundaryFor([]byte(id[:32]))
@@ -337,12 +333,16 @@ func Thread(data []byte, root string) []byte {
 		return data
 	}
 	out := make([]byte, 0, len(data)+2*len(root)+32)
+	return append(appendThread(out, root), data...)
+}
+
+// appendThread appends In-Reply-To and References headers naming root.
+func appendThread(out []byte, root string) []byte {
 	out = append(out, "In-Reply-To: <"...)
 	out = append(out, root...)
 	out = append(out, ">\r\nReferences: <"...)
 	out = append(out, root...)
-	out = append(out, ">\r\n"...)
-	return append(out, data...)
+	return append(out, ">\r\n"...)
 }
 
 // MaxDigestPayload is the most NDJSON, in bytes (payloads and their line breaks), that

@@ -39,9 +39,6 @@ const (
 <div style="margin:0 6px 2px;font-size:16px;font-weight:600">`
 	htmlDigestSpan = `</div>
 <div style="margin:0 6px 10px;font-size:13px;opacity:.75">`
-	htmlDigestTableStart = `<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;text-align:left;white-space:pre-wrap">
-<tbody style="vertical-align:top;text-align:left">
-`
 	htmlDigestTableEnd = "</tbody>\n</table>\n"
 	// htmlDigestCompact opens the compact table: fixed layout, so long values wrap instead of
 	// widening the page.
@@ -91,7 +88,7 @@ func (r *Renderer) digestHTML(st *state, d Digest, s *digestSummary, first Recor
 	w.b = append(w.b, "</div>\n"...)
 
 	if len(s.group) > 0 {
-		w.b = append(w.b, htmlDigestTableStart...)
+		w.b = append(w.b, htmlTable...)
 		for i, g := range s.group {
 			if i%2 == 1 {
 				w.b = append(w.b, htmlRowStriped...)
@@ -132,7 +129,7 @@ func (r *Renderer) digestHTML(st *state, d Digest, s *digestSummary, first Recor
 			w.b = strconv.AppendInt(w.b, int64(len(d.Members)), 10)
 		}
 		w.b = append(w.b, htmlDigestSectionEn...)
-		w.b = append(w.b, htmlDigestTableStart...)
+		w.b = append(w.b, htmlTable...)
 		// The payload holds the date key already, if there is one.
 		w.recordRows(recs[i], "", htmlDigestMore)
 		w.b = append(w.b, htmlDigestTableEnd...)
