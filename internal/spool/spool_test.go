@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -749,5 +750,172 @@ func TestConcurrentUse(t *testing.T) {
 	_, st := openSpool(t, dir, Options{})
 	if len(st.Waiting) != want || st.Damaged != 0 || st.Truncated != 0 {
 		t.Errorf("reopened: %d waiting (want %d), %d damaged, %d cut", len(st.Waiting), want, st.Damaged, st.Truncated)
+	}
+}
+
+// TestKilledWriter is not a test: TestSIGKILLLosesNothing runs the test binary with
+// SPOOL_KILL=dir to write records in another process until it is killed.
+func TestKilledWriter(t *testing.T) {
+	dir := os.Getenv("SPOOL_KILL")
+	if dir == "" {
+		t.Skip("helper process only")
+	}
+	s, _, err := Open(dir, "out", Options{Now: clock})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	if err := s.SetRoot(Root{"g", "2026-12-05", "root@x"}); err != nil {
+		fmt.Println("set root:", err)
+		os.Exit(2)
+	}
+	// Records 1..1000; every third is done in a Done of its own, without any Sync.
+	for i := 1; i <= 1000; i++ {
+		seq, err := s.Add(rec(i, "g"))
+		if err != nil {
+			fmt.Println("add:", err)
+			os.Exit(2)
+		}
+		if i%3 == 0 {
+			if err := s.Done(seq); err != nil {
+				fmt.Println("done:", err)
+				os.Exit(2)
+			}
+		}
+	}
+	fmt.Println("written")
+	os.Stdout.Sync()
+	var b [1]byte
+	os.Stdin.Read(b[:]) // the parent kills us here
+	os.Exit(3)
+}
+
+// TestSIGKILLLosesNothing: a process that added records (no Sync) is killed with SIGKILL;
+// the next Open finds every record it added and did not mark done, and its thread root.
+func TestSIGKILLLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestKilledWriter$")
+	cmd.Env = append(os.Environ(), "SPOOL_KILL="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 8)
+	if _, err := stdout.Read(line); err != nil || string(line) != "written\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("helper ended with %v, want killed", err)
+	}
+	var want []Record
+	for i := 1; i <= 1000; i++ {
+		if i%3 != 0 {
+			want = append(want, withSeq(rec(i, "g"), uint64(i)))
+		}
+	}
+	_, st := openSpool(t, dir, Options{}) // the lock went with the process
+	if diff := cmp.Diff(State{Waiting: want, Roots: []Root{{"g", "2026-12-05", "root@x"}}}, st, equate); diff != "" {
+		t.Errorf("State after SIGKILL (-want +got):\n%s", diff)
+	}
+}
+
+// TestHugeLengthFieldIsNotAllocated: a length field of 2 GiB, damaged in the middle of the
+// file or whole at its end, costs no allocation of its size: Open reads what the file holds.
+func TestHugeLengthFieldIsNotAllocated(t *testing.T) {
+	file, starts := threeRecords(t, t.TempDir())
+	first2 := []Record{withSeq(rec(1, "g"), 1), withSeq(rec(2, "g"), 2)}
+	huge := func(at int64, seal bool) []byte {
+		b := bytes.Clone(file)
+		copy(b[at+1:at+5], []byte{0xff, 0xff, 0xff, 0x7f})
+		if seal {
+			sealHeader(b[at : at+headerSize])
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want State
+	}{
+		{"damaged, middle frame", huge(starts[1], false),
+			State{Waiting: []Record{withSeq(rec(1, "g"), 1), withSeq(rec(3, "g"), 3)}, Damaged: 1}},
+		{"whole header, last frame", huge(starts[2], true),
+			State{Waiting: first2, Truncated: starts[3] - starts[2]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, tc.b)
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			s, st, err := Open(dir, "out", Options{Now: clock})
+			runtime.ReadMemStats(&m1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 1<<20 {
+				t.Errorf("Open of a %d-byte file allocated %d bytes", len(tc.b), alloc)
+			}
+			st.Compaction = nil
+			if diff := cmp.Diff(tc.want, st, equate); diff != "" {
+				t.Errorf("State (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// syncCount counts the fdatasyncs of the data file.
+type syncCount struct {
+	file
+	n *int
+}
+
+func (f syncCount) Sync() error { *f.n++; return f.file.Sync() }
+
+// TestSyncOnlyWhenWritten: Sync costs an fdatasync only when something was written since the
+// last one, and Close syncs what is left.
+func TestSyncOnlyWhenWritten(t *testing.T) {
+	var n int
+	s, _ := openSpool(t, t.TempDir(), Options{wrap: func(f file) file { return syncCount{f, &n} }})
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"nothing written", func() {}, 0},
+		{"Add", func() { add(t, s, rec(1, "g"), rec(2, "g")) }, 1},
+		{"nothing since", func() {}, 1},
+		{"SetRoot", func() { setRoot(t, s, Root{"g", "2026-12-05", "r@x"}) }, 2},
+		{"Done", func() { done(t, s, 1) }, 3},
+		{"Done of nothing waiting", func() { done(t, s, 1) }, 3},
+	}
+	for _, st := range steps {
+		st.do()
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if n != st.want {
+			t.Errorf("after %s and Sync: %d fdatasyncs, want %d", st.name, n, st.want)
+		}
+	}
+	add(t, s, rec(3, "g"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("Close after an Add: %d fdatasyncs, want 4", n)
 	}
 }
