@@ -20,16 +20,23 @@
 //
 // Each spool holds an exclusive flock(2) on "<name>.digest.lock" beside its file for as long
 // as it is open, so a second opener (another process, or another instance of this one) gets
-// ErrLocked. The package does no cgo and never logs: errors name the file.
+// ErrLocked. The lock file also keeps a copy of the file's salt, which every frame's header
+// checksum covers so that bytes inside a payload can never pass for a frame (frame.go). The
+// package does no cgo and never logs: errors name the file.
 package spool
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -172,6 +179,7 @@ type Spool struct {
 	roots     map[string]rootAt // the latest root of each group
 	rootBytes int64             // their frames' bytes
 	nextSeq   uint64
+	salt      []byte   // the file's salt (frame.go)
 	pending   []uint64 // Done Seqs whose frame could not be written yet
 	base      int64    // end of the leading head and root frames: a cut-back keeps these
 	clean     int64    // size after the last compaction or cut-back: nothing dead past it
@@ -226,7 +234,10 @@ func Open(dir, name string, opt Options) (*Spool, State, error) {
 	s.f = s.wrap(osFile{f})
 	fi, err := f.Stat()
 	if err == nil {
-		err = s.load(fi.Size(), &st)
+		var start int64
+		if start, err = s.head(fi.Size(), &st); err == nil {
+			err = s.load(fi.Size()-st.Truncated, start, &st)
+		}
 	}
 	if err != nil {
 		s.f.Close()
@@ -280,20 +291,83 @@ func fsyncDir(dir string) error {
 	return d.Sync()
 }
 
-// load reads the file's frames into s and st, and cuts off a bad tail.
-func (s *Spool) load(size int64, st *State) error {
+// saltPrefix starts the content of a lock file: the salt of the file it locks, a copy of the
+// one in the file's head frame for when that frame is damaged.
+const saltPrefix = "smtpout digest spool salt="
+
+// lockedSalt reads the salt the lock file records (nil: none).
+func (s *Spool) lockedSalt() []byte {
+	b, err := io.ReadAll(io.NewSectionReader(s.lock, 0, 256))
+	if err != nil {
+		return nil
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(string(b)), saltPrefix)
+	if !ok {
+		return nil
+	}
+	salt, err := hex.DecodeString(v)
+	if err != nil || len(salt) != saltSize {
+		return nil
+	}
+	return salt
+}
+
+// head finds the file's salt and returns where its frames after the head frame start. The
+// salt comes from the head frame at offset 0 or, when that frame is damaged, from the lock
+// file; a file with neither cannot be read (its frames' checksums cover the salt), and is cut
+// to nothing (State.Truncated). A new file gets a new salt, written with its first frame.
+func (s *Spool) head(size int64, st *State) (start int64, err error) {
+	locked := s.lockedSalt()
+	if size >= headSize {
+		b := make([]byte, headSize)
+		if _, err := s.f.ReadAt(b, 0); err != nil {
+			return 0, fmt.Errorf("read %s: %w", s.path, err)
+		}
+		if h, ok := parseHeader(b, nil); ok && h.kind == kindHead && h.n == headSize-headerSize && crc32Checksum(b[headerSize:]) == h.bodyCRC {
+			if next, salt, err := decodeHead(b[headerSize:]); err == nil {
+				s.salt, s.nextSeq, start = salt, max(s.nextSeq, next), headSize
+			}
+		}
+	}
+	if s.salt == nil {
+		s.salt = locked
+	}
+	if s.salt == nil {
+		if size > 0 {
+			if err := s.f.Truncate(0); err != nil {
+				return 0, fmt.Errorf("cut %s, unreadable without its salt: %w", s.path, err)
+			}
+			st.Truncated = size
+		}
+		s.salt = make([]byte, saltSize)
+		if _, err := rand.Read(s.salt); err != nil {
+			return 0, err
+		}
+	}
+	if !bytes.Equal(locked, s.salt) {
+		// A failure (a full disk) only loses the copy: the head frame holds the salt.
+		if s.lock.Truncate(0) == nil {
+			_, _ = s.lock.WriteAt([]byte(saltPrefix+hex.EncodeToString(s.salt)+"\n"), 0)
+		}
+	}
+	return start, nil
+}
+
+// load reads the file's frames from start into s and st, and cuts off a bad tail.
+func (s *Spool) load(size, start int64, st *State) error {
 	w := &window{r: s.f, size: size}
 	var (
 		recs     = make(map[uint64]Record)
 		spans    = make(map[uint64]span)
 		done     = make(map[uint64]bool)
 		maxSeq   uint64
-		off      int64
+		off             = start
 		runStart int64  = -1 // first bad frame since the last good one
 		run      int         // bad frames since the last good one
 		inPrefix = true      // only head and root frames so far
 	)
 	s.roots = make(map[string]rootAt)
+	s.base = start
 	bad := func(at int64) {
 		if runStart < 0 {
 			runStart = at
@@ -306,7 +380,7 @@ func (s *Spool) load(size int64, st *State) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s.path, err)
 		}
-		h, ok := parseHeader(hb)
+		h, ok := parseHeader(hb, s.salt)
 		if ok && h.n > size-off-headerSize {
 			break // a frame longer than the rest of the file: the torn tail
 		}
@@ -350,7 +424,7 @@ func (s *Spool) load(size int64, st *State) error {
 		if err := s.f.Truncate(cut); err != nil {
 			return fmt.Errorf("cut the torn tail of %s: %w", s.path, err)
 		}
-		st.Truncated = size - cut
+		st.Truncated += size - cut
 	}
 	s.size, s.clean = cut, s.base
 	s.nextSeq = max(s.nextSeq, maxSeq+1)
@@ -379,7 +453,7 @@ func (s *Spool) apply(h header, b []byte, at span, recs map[uint64]Record, spans
 	}
 	switch h.kind {
 	case kindHead:
-		next, err := decodeHead(b)
+		next, _, err := decodeHead(b)
 		if err != nil {
 			return false
 		}
@@ -431,7 +505,7 @@ func (s *Spool) resync(w *window, from int64) (int64, bool, error) {
 				continue
 			}
 			var ok bool
-			if h, ok = parseHeader(b[i : i+headerSize]); ok && h.n <= w.size-(p+i)-headerSize {
+			if h, ok = parseHeader(b[i:i+headerSize], s.salt); ok && h.n <= w.size-(p+i)-headerSize {
 				cand = p + i
 				break
 			}
@@ -488,9 +562,16 @@ func (s *Spool) release() {
 	}
 }
 
-// write appends the frame b with one pwrite. On failure nothing of it stays in the file.
+// write appends the frame b with one pwrite and returns its offset; the first frame of an
+// empty file goes with the head frame. On failure nothing of it stays in the file.
 func (s *Spool) write(b []byte) (int64, error) {
-	off := s.size
+	off, at := s.size, s.size
+	if off == 0 {
+		h := appendHead(make([]byte, headerSize, headSize+len(b)), s.nextSeq, s.salt)
+		sealFrame(h, kindHead, nil)
+		b = append(h, b...)
+		at = headSize
+	}
 	n, err := s.f.WriteAt(b, off)
 	if err != nil || n != len(b) {
 		if err == nil {
@@ -505,7 +586,7 @@ func (s *Spool) write(b []byte) (int64, error) {
 	}
 	s.size += int64(n)
 	s.dirty = true
-	return off, nil
+	return at, nil
 }
 
 // Add writes r (its Seq is assigned here) at the end of the file with one pwrite, without a
@@ -524,7 +605,7 @@ func (s *Spool) Add(r Record) (uint64, error) {
 		return 0, fmt.Errorf("add a record of %d bytes to %s, which holds %d of at most %d: %w", n, s.path, s.liveSize(), s.opt.MaxBytes, ErrFull)
 	}
 	b := appendRecord(s.frame(n), &r)
-	sealFrame(b, kindRecord)
+	sealFrame(b, kindRecord, s.salt)
 	off, err := s.write(b)
 	s.release()
 	if err != nil {
@@ -561,7 +642,7 @@ func (s *Spool) Done(seqs ...uint64) error {
 	var err error
 	if len(all) > 0 {
 		b := appendDone(s.frame(headerSize+8*int64(len(all))), all)
-		sealFrame(b, kindDone)
+		sealFrame(b, kindDone, s.salt)
 		_, err = s.write(b)
 		s.release()
 		s.pending = nil
@@ -599,7 +680,7 @@ func (s *Spool) SetRoot(r Root) error {
 	}
 	n := rootSize(r)
 	b := appendRoot(s.frame(n), r)
-	sealFrame(b, kindRoot)
+	sealFrame(b, kindRoot, s.salt)
 	off, err := s.write(b)
 	s.release()
 	var c *Compaction
@@ -669,8 +750,8 @@ func (s *Spool) cutBack() Compaction {
 		return s.failed(c, fmt.Errorf("truncate to %d bytes: %w", s.base, err))
 	}
 	s.size, s.pending = s.base, nil
-	b := appendHead(s.frame(headSize), s.nextSeq)
-	sealFrame(b, kindHead)
+	b := appendHead(s.frame(headSize), s.nextSeq, s.salt)
+	sealFrame(b, kindHead, s.salt)
 	_, _ = s.write(b) // without it a restart may reuse the Seqs of records already done
 	s.clean = s.size
 	s.failures, s.retryAt = 0, time.Time{}
@@ -756,14 +837,14 @@ func (s *Spool) compact() Compaction {
 	}
 	at := func() int64 { return off + int64(len(out)) }
 	put(headSize, func(b []byte) error {
-		sealFrame(appendHead(b[:headerSize], s.nextSeq), kindHead)
+		sealFrame(appendHead(b[:headerSize], s.nextSeq, s.salt), kindHead, nil)
 		return nil
 	})
 	newRoots := make(map[string]rootAt, len(roots))
 	for _, r := range roots {
 		sp := span{at(), r.n}
 		put(r.n, func(b []byte) error {
-			sealFrame(appendRoot(b[:headerSize], r.Root), kindRoot)
+			sealFrame(appendRoot(b[:headerSize], r.Root), kindRoot, s.salt)
 			return nil
 		})
 		newRoots[r.Group] = rootAt{r.Root, sp}

@@ -2,8 +2,10 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,6 +222,9 @@ func threeRecords(t *testing.T, dir string) (file []byte, starts []int64) {
 	}
 	return b, starts
 }
+
+// fileSalt is the salt in the head frame of a spool file's bytes.
+func fileSalt(b []byte) []byte { return b[headSize-saltSize : headSize] }
 
 func writeFile(t *testing.T, dir string, b []byte) {
 	t.Helper()
@@ -841,7 +846,7 @@ func TestHugeLengthFieldIsNotAllocated(t *testing.T) {
 		b := bytes.Clone(file)
 		copy(b[at+1:at+5], []byte{0xff, 0xff, 0xff, 0x7f})
 		if seal {
-			sealHeader(b[at : at+headerSize])
+			sealHeader(b[at:at+headerSize], fileSalt(file))
 		}
 		return b
 	}
@@ -917,5 +922,107 @@ func TestSyncOnlyWhenWritten(t *testing.T) {
 	}
 	if n != 4 {
 		t.Errorf("Close after an Add: %d fdatasyncs, want 4", n)
+	}
+}
+
+// forge is a frame as someone who knows the format and not the file builds it: kind, length,
+// the body's CRC-32C, the CRC-32C of those 9 bytes, the body.
+func forge(kind byte, body []byte) []byte {
+	b := []byte{kind}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	return append(b, body...)
+}
+
+// TestFramesInsidePayloadsAreNotFrames: a record's payload is data from outside (a log line)
+// and may hold bytes built to look like frames: a Done frame for the other records, a record
+// of the sender's choosing. When that record's own header is lost (a crash that wrote its
+// body's page and not its header's), the search for the next frame must not take them.
+func TestFramesInsidePayloadsAreNotFrames(t *testing.T) {
+	var done []byte
+	for seq := uint64(1); seq <= 8; seq++ {
+		done = binary.LittleEndian.AppendUint64(done, seq)
+	}
+	fake := rec(666, "g")
+	fake.Seq = 2
+	var forged []byte
+	forged = append(forged, forge('D', done)...)
+	forged = append(forged, forge('R', appendRecord(nil, &fake))...)
+	evil := rec(2, "g")
+	evil.Payload = append(append([]byte(`{"msg":"`), forged...), `"}`...)
+	for _, tc := range []struct {
+		name  string
+		after bool // a good record follows the damaged one
+	}{{"damaged record in the middle", true}, {"damaged record at the end", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := openSpool(t, dir, Options{})
+			add(t, s, rec(1, "g"))
+			at := s.Size()
+			add(t, s, evil)
+			want := []Record{withSeq(rec(1, "g"), 1)}
+			if tc.after {
+				add(t, s, rec(3, "g"))
+				want = append(want, withSeq(rec(3, "g"), 3))
+			}
+			kill(s)
+			b, _ := os.ReadFile(Path(dir, "out"))
+			clear(b[at : at+headerSize]) // the header's page never reached the disk
+			writeFile(t, dir, b)
+			_, st := openSpool(t, dir, Options{})
+			if diff := cmp.Diff(want, st.Waiting, equate); diff != "" {
+				t.Errorf("waiting after the evil record's header was lost (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSaltFromTheHeadFrameOrTheLockFile: the salt every header checksum covers is read from
+// the head frame, from the lock file when the head frame is damaged, and a file with neither
+// is unreadable: cut to nothing, reported, and the spool works on.
+func TestSaltFromTheHeadFrameOrTheLockFile(t *testing.T) {
+	file, starts := threeRecords(t, t.TempDir())
+	all := []Record{withSeq(rec(1, "g"), 1), withSeq(rec(2, "g"), 2), withSeq(rec(3, "g"), 3)}
+	lock := "smtpout digest spool salt=" + fmt.Sprintf("%x", fileSalt(file)) + "\n"
+	damagedHead := bytes.Clone(file)
+	damagedHead[5] ^= 1
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		lock string // the lock file's content ("": none)
+		want State
+	}{
+		{"head frame and lock file", file, lock, State{Waiting: all}},
+		{"head frame, no lock file", file, "", State{Waiting: all}},
+		{"damaged head frame, lock file", damagedHead, lock, State{Waiting: all, Damaged: 1}},
+		{"damaged head frame, no lock file", damagedHead, "", State{Truncated: starts[3]}},
+		{"damaged head frame, damaged lock file", damagedHead, lock[:20], State{Truncated: starts[3]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, tc.b)
+			if tc.lock != "" {
+				if err := os.WriteFile(Path(dir, "out")+LockSuffix, []byte(tc.lock), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, st := openSpool(t, dir, Options{})
+			st.Compaction = nil
+			if diff := cmp.Diff(tc.want, st, equate); diff != "" {
+				t.Errorf("State (-want +got):\n%s", diff)
+			}
+			seq := add(t, s, rec(4, "g"))[0]
+			s.Close()
+			if b, _ := os.ReadFile(Path(dir, "out") + LockSuffix); !strings.HasPrefix(string(b), saltPrefix) || len(b) != len(lock) {
+				t.Errorf("lock file holds %q, want the salt", b)
+			}
+			// Whatever was found, the file is sound again: nothing damaged, the new record kept.
+			_, st = openSpool(t, dir, Options{})
+			want := append(tc.want.Waiting[:len(tc.want.Waiting):len(tc.want.Waiting)], withSeq(rec(4, "g"), seq))
+			if diff := cmp.Diff(State{Waiting: want}, st, equate); diff != "" {
+				t.Errorf("State after an Add and reopening (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
