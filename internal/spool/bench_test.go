@@ -63,3 +63,31 @@ func benchAdd(b *testing.B, perSync int) {
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime(b)-c0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/record")
 }
+
+// BenchmarkOpen is a restart with 10,000 records of 2 KB waiting (20 MiB): Open reads the
+// file back, checks every frame and hands the records over.
+func BenchmarkOpen(b *testing.B) {
+	dir := b.TempDir()
+	s, _, err := Open(dir, "bench", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rec(1, "host=web-1")
+	r.Payload = bytes.Repeat([]byte("p"), 2048)
+	for range 10_000 {
+		if _, err := s.Add(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s, st, err := Open(dir, "bench", Options{})
+		if err != nil || len(st.Waiting) != 10_000 {
+			b.Fatalf("Open: %d waiting, %v", len(st.Waiting), err)
+		}
+		s.Close()
+	}
+}
