@@ -728,7 +728,7 @@ func TestConcurrentUse(t *testing.T) {
 	kept := make([][]uint64, 4)
 	for w := range 4 {
 		wg.Go(func() {
-			for i := range 300 {
+			for i := range 150 {
 				seqs := add(t, s, r, r)
 				if err := s.Sync(); err != nil {
 					t.Error(err)
