@@ -11,25 +11,18 @@ import (
 )
 
 // maybeCompact cuts the file back to its roots when a Done left nothing waiting (done), or
-// rewrites it when it is mostly dead, unless a failure's back-off is running. The caller holds
-// syncMu and mu.
+// rewrites it when it is mostly dead. A failure's back-off holds rewrites, not cut-backs: a
+// truncation needs no room on the disk and frees it. The caller holds syncMu and mu.
 func (s *Spool) maybeCompact(done bool) *Compaction {
-	if s.opt.Now().Before(s.retryAt) {
+	emptied := done && len(s.live) == 0 && s.size > s.clean
+	if emptied && s.rootsInBase() {
+		c := s.cutBack()
+		return &c
+	}
+	if s.opt.Now().Before(s.retryAt) || !(emptied || s.mostlyDead()) {
 		return nil
 	}
-	var c Compaction
-	switch {
-	case done && len(s.live) == 0 && s.size > s.clean:
-		if s.rootsInBase() {
-			c = s.cutBack()
-		} else {
-			c = s.compact()
-		}
-	case s.mostlyDead():
-		c = s.compact()
-	default:
-		return nil
-	}
+	c := s.compact()
 	return &c
 }
 

@@ -245,6 +245,9 @@ func (s *Spool) write(b []byte) (int64, error) {
 		}
 		return 0, err
 	}
+	if off == 0 {
+		s.base = headSize // a cut-back keeps the head frame
+	}
 	s.size += int64(n)
 	s.dirty = true
 	return at, nil

@@ -1026,3 +1026,27 @@ func TestSaltFromTheHeadFrameOrTheLockFile(t *testing.T) {
 		})
 	}
 }
+
+// TestCutBackIgnoresTheBackOff: rewrites keep failing (a full disk: the new file finds no
+// room), and the back-off holds them; once nothing waits, the cut-back (a truncation, which
+// needs no room and frees it) runs all the same.
+func TestCutBackIgnoresTheBackOff(t *testing.T) {
+	dir := t.TempDir()
+	blockCompaction(t, dir)
+	var comps []Compaction
+	s, _ := openSpool(t, dir, Options{OnCompact: func(c Compaction) { comps = append(comps, c) }})
+	r := rec(1, "g")
+	r.Payload = bytes.Repeat([]byte("z"), 2048)
+	held := add(t, s, r)
+	for range 600 { // 1.2 MiB of dead frames: a rewrite is tried, and fails
+		done(t, s, add(t, s, r)...)
+	}
+	if len(comps) != 1 || comps[0].Err == nil {
+		t.Fatalf("compactions: %+v, want one failed rewrite", comps)
+	}
+	big := s.Size()
+	done(t, s, held...)
+	if got := s.Size(); got > 2*headSize {
+		t.Errorf("nothing waits, and the file is %d bytes (was %d): not cut back during the back-off", got, big)
+	}
+}
