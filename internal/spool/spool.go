@@ -103,7 +103,9 @@ type State struct {
 	// Damaged is how many damaged frames inside the file (good ones follow them) were
 	// skipped.
 	Damaged int
-	// Truncated is how many bytes of a torn or damaged tail were cut off.
+	// Truncated is how many bytes of a torn or damaged tail were cut off (the whole file when
+	// both its head frame and the lock file's copy of its salt were lost: nothing in it can be
+	// checked).
 	Truncated int64
 	// Created is true when Open created the file.
 	Created bool
