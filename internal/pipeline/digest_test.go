@@ -57,6 +57,25 @@ func newDigestSetup(t *testing.T, opt Options, clk *fakeClock) *digestSetup {
 	return ds
 }
 
+// answerDigests makes the sender answer each digest with digest(m, attempt); single emails
+// are delivered.
+func (ds *digestSetup) answerDigests(digest func(m mailer.Message, attempt int) mailer.Result) {
+	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
+		if _, ok := ds.r.digest(m.ID); ok {
+			return digest(m, attempt)
+		}
+		return mailer.Result{Outcome: mailer.Delivered}
+	}
+}
+
+// withDeadLetters adds a dead letter directory to opt and returns it.
+func withDeadLetters(t *testing.T, opt *Options) string {
+	t.Helper()
+	dir, w := deadDir(t, 1<<20)
+	opt.DeadLetters = w
+	return dir
+}
+
 // tick runs one pass of the loop at the fake clock's time.
 func (ds *digestSetup) tick() { ds.in.sendDigests(context.Background(), false) }
 
@@ -312,12 +331,12 @@ func TestSplitDigestBySize(t *testing.T) {
 func TestDigestRetryKeepsRecords(t *testing.T) {
 	clk := testClock()
 	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok && attempt == 1 {
+	ds.answerDigests(func(_ mailer.Message, attempt int) mailer.Result {
+		if attempt == 1 {
 			return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("421 4.3.0 try later")}
 		}
 		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	})
 	ds.in.Flush("app", records(20, nil))
 	clk.advance(testWindow)
 	ds.tick()
@@ -351,16 +370,12 @@ func TestDigestRetryKeepsRecords(t *testing.T) {
 // dead_letter_dir with an [error] line naming its Message-ID and record count.
 func TestDigestRejectedIsDeadLettered(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters = w
+	dir := withDeadLetters(t, &opt)
 	ds := newDigestSetup(t, opt, clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok {
-			return mailer.Result{Outcome: mailer.Rejected, Err: &mailer.StepError{Step: mailer.StepDATA, Code: 552, EnhancedCode: "5.3.4", Message: "message too big"}}
-		}
-		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Rejected, Err: &mailer.StepError{Step: mailer.StepDATA, Code: 552, EnhancedCode: "5.3.4", Message: "message too big"}}
+	})
 	ds.in.Flush("app", records(5, nil))
 	clk.advance(testWindow)
 	ds.tick()
@@ -428,16 +443,13 @@ func waitFor(t *testing.T, cond func() bool) {
 // gives their count.
 func TestDigestCloseWithoutLedgerDeadLetters(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters, opt.FlushTimeout = w, 200*time.Millisecond
+	dir := withDeadLetters(t, &opt)
+	opt.FlushTimeout = 200 * time.Millisecond
 	ds := newDigestSetup(t, opt, clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok {
-			return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
-		}
-		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
+	})
 	ds.in.Flush("app", records(10, nil))
 	if err := ds.in.Close(); err != nil {
 		t.Fatal(err)
@@ -766,9 +778,9 @@ func TestDigestConcurrentFlushes(t *testing.T) {
 // pause is over and the provider's window has rolled.
 func TestDigestQuotaReplyPausesAndKeeps(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters, opt.QuotaPause = w, time.Minute
+	dir := withDeadLetters(t, &opt)
+	opt.QuotaPause = time.Minute
 	ds := newDigestSetup(t, opt, clk)
 	q := &quotaServer{budget: 1}
 	ds.s.decide = q.decide
@@ -853,19 +865,17 @@ func TestDigestPartlyRefused(t *testing.T) {
 	clk := testClock()
 	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
 	var tos [][]string
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
+	ds.answerDigests(func(m mailer.Message, attempt int) mailer.Result {
 		res := mailer.Result{Outcome: mailer.Delivered}
-		if _, ok := ds.r.digest(m.ID); ok {
-			tos = append(tos, m.To)
-			if attempt == 1 {
-				res.Rejected = []mailer.RecipientError{
-					{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"},
-					{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
-				}
+		tos = append(tos, m.To)
+		if attempt == 1 {
+			res.Rejected = []mailer.RecipientError{
+				{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"},
+				{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
 			}
 		}
 		return res
-	}
+	})
 	ds.in.Flush("app", records(3, nil))
 	clk.advance(testWindow)
 	ds.tick()
@@ -897,17 +907,13 @@ func TestDigestPartlyRefused(t *testing.T) {
 // tried once more at Close, then written to dead_letter_dir with an [error] line.
 func TestDigestOwedAtClose(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters, opt.FlushTimeout = w, 200*time.Millisecond
+	dir := withDeadLetters(t, &opt)
+	opt.FlushTimeout = 200 * time.Millisecond
 	ds := newDigestSetup(t, opt, clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		res := mailer.Result{Outcome: mailer.Delivered}
-		if _, ok := ds.r.digest(m.ID); ok {
-			res.Rejected = []mailer.RecipientError{{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"}}
-		}
-		return res
-	}
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Delivered, Rejected: []mailer.RecipientError{{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"}}}
+	})
 	ds.in.Flush("app", records(3, nil))
 	clk.advance(testWindow)
 	ds.tick()

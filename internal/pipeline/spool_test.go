@@ -142,12 +142,9 @@ func TestDigestCloseWithLedgerDirKeepsTheRest(t *testing.T) {
 	ds1 := &digestSetup{clk: clk, s: newSender(), r: newRenderer(t), log: &recorder{Max: LevelInfo}}
 	ds1.in = openDigestDurable(t, dir, clk, ds1.s, ds1.r, ds1.log)
 	ds1.in.flushTimeout = 200 * time.Millisecond
-	ds1.s.decide = func(m mailer.Message, _ int) mailer.Result {
-		if _, ok := ds1.r.digest(m.ID); ok {
-			return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
-		}
-		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	ds1.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
+	})
 	ds1.in.Flush("app", hostRecords(0, "a", "a", "a", "b"))
 	if err := ds1.in.Close(); err != nil {
 		t.Fatal(err)
