@@ -416,9 +416,10 @@ func (d *digests) oweLocked(o *owedDigest, at time.Time) {
 	d.owed = append(d.owed, o)
 }
 
-// sendDigests sends every group's digest that is due (force: every waiting one), through the
-// same Sender as single emails, with the quota pause and the storm guard applied. It returns
-// when the next group falls due (zero: none waits).
+// sendDigests sends every group's digest that is due (force: every waiting one whose back-off
+// is over, whatever its window) and the digests owed to recipients that refused them for now,
+// through the same Sender as single emails, with the quota pause and the storm guard applied.
+// It returns when the next one falls due (zero: none waits).
 func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time) {
 	d := in.dig
 	d.pass.Lock()
@@ -455,7 +456,7 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 	var resends []*owedDigest
 	owed := d.owed[:0]
 	for _, o := range d.owed {
-		if force || !now.Before(o.retryAt) {
+		if !now.Before(o.retryAt) { // Close clears retryAt for its last try
 			resends = append(resends, o)
 			continue
 		}
