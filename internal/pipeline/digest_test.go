@@ -931,3 +931,20 @@ func TestDigestOwedAtClose(t *testing.T) {
 		t.Errorf("dead letters %q, want the digest's .eml and its reason", files)
 	}
 }
+
+// TestGroupKeyRoundTrip: the group key kept in the spool gives back the group's keys and
+// values, whatever they hold; an unreadable key gives no values.
+func TestGroupKeyRoundTrip(t *testing.T) {
+	for _, values := range [][]output.GroupValue{
+		nil,
+		{{Key: "$host", Value: "web-1"}},
+		{{Key: "$detect['cat']", Value: `a "quoted", comma=value`}, {Key: "$TAG[1]", Value: ""}, {Key: "$u", Value: "ünïcode\x00"}},
+	} {
+		if diff := cmp.Diff(values, groupValues(groupKey(values))); diff != "" {
+			t.Errorf("groupValues(groupKey(%q)) (-want +got):\n%s", values, diff)
+		}
+	}
+	if got := groupValues(`"$host"=web-1`); got != nil {
+		t.Errorf("unreadable key gave %q", got)
+	}
+}
