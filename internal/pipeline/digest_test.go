@@ -76,6 +76,27 @@ func withDeadLetters(t *testing.T, opt *Options) string {
 	return dir
 }
 
+// wantOneDigest checks that the totals count one digest delivered, of records records.
+func (ds *digestSetup) wantOneDigest(t *testing.T, records int) {
+	t.Helper()
+	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != records {
+		t.Errorf("totals %+v, want 1 digest of %d records", tot, records)
+	}
+}
+
+// waitBackoff lets the first back-off of the digest id pass, checking that it is not sent
+// again a second before its end, and runs the loop's pass at its end.
+func (ds *digestSetup) waitBackoff(t *testing.T, id string) {
+	t.Helper()
+	ds.clk.advance(digestRetryMin - time.Second)
+	ds.tick()
+	if n := ds.s.sends()[id]; n != 1 {
+		t.Fatalf("digest sent %d times before its back-off ended, want 1", n)
+	}
+	ds.clk.advance(time.Second)
+	ds.tick()
+}
+
 // tick runs one pass of the loop at the fake clock's time.
 func (ds *digestSetup) tick() { ds.in.sendDigests(context.Background(), false) }
 
@@ -351,19 +372,11 @@ func TestDigestRetryKeepsRecords(t *testing.T) {
 	if w := ds.log.at(LevelWarn); len(w) != 1 || !strings.Contains(w[0], "digest message_id=<"+id+"> of 19 record(s) will be retried in 5s: 421 4.3.0 try later") {
 		t.Errorf("warnings %q", w)
 	}
-	clk.advance(digestRetryMin - time.Second)
-	ds.tick()
-	if n := ds.s.sends()[id]; n != 1 {
-		t.Fatalf("digest sent %d times before its back-off ended, want 1", n)
-	}
-	clk.advance(time.Second)
-	ds.tick()
+	ds.waitBackoff(t, id)
 	if n := ds.s.sends()[id]; n != 2 {
 		t.Fatalf("digest sent %d times after its back-off, want 2 (the same digest again)", n)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 19 {
-		t.Errorf("totals %+v, want 1 digest of 19 records", tot)
-	}
+	ds.wantOneDigest(t, 19)
 }
 
 // TestDigestRejectedIsDeadLettered: a permanent rejection of a digest writes it to
@@ -802,9 +815,7 @@ func TestDigestQuotaReplyPausesAndKeeps(t *testing.T) {
 	if n := ds.s.sends()[id]; n != 2 {
 		t.Fatalf("digest sent %d times after the pause, want 2", n)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 9 {
-		t.Errorf("totals %+v, want 1 digest of 9 records", tot)
-	}
+	ds.wantOneDigest(t, 9)
 	if files := dirFiles(t, dir); len(files) != 0 {
 		t.Errorf("dead letters after a quota reply: %q", files)
 	}
@@ -886,21 +897,13 @@ func TestDigestPartlyRefused(t *testing.T) {
 	if w := ds.log.at(LevelWarn); len(w) != 1 || !strings.HasPrefix(w[0], "digest recipient deferred: address=full@example.com message_id=<"+id+"> records=2 code=452") {
 		t.Errorf("[ warn] lines %q", w)
 	}
-	clk.advance(digestRetryMin - time.Second)
-	ds.tick()
-	if n := ds.s.sends()[id]; n != 1 {
-		t.Fatalf("digest sent %d times before the back-off ended, want 1", n)
-	}
-	clk.advance(time.Second)
-	ds.tick()
+	ds.waitBackoff(t, id)
 	clk.advance(time.Hour)
 	ds.tick()
 	if diff := cmp.Diff([][]string{{"soc@example.com"}, {"full@example.com"}}, tos); diff != "" {
 		t.Errorf("digest envelopes (-want +got):\n%s", diff)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 2 {
-		t.Errorf("totals %+v, want 1 digest of 2 records", tot)
-	}
+	ds.wantOneDigest(t, 2)
 }
 
 // TestDigestOwedAtClose: a digest still owed to a recipient that keeps refusing it for now is
