@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/mail"
 	"runtime"
 	"slices"
 	"strings"
@@ -949,5 +951,57 @@ func TestGroupKeyRoundTrip(t *testing.T) {
 	}
 	if got := groupValues(`"$host"=web-1`); got != nil {
 		t.Errorf("unreadable key gave %q", got)
+	}
+}
+
+// TestDigestThroughTheMailer: Open with digest_window, the real renderer and mailer against
+// an SMTP server: a burst is one single at once; Close sends the rest as one digest, signed,
+// threaded under the single, and verifiable record by record.
+func TestDigestThroughTheMailer(t *testing.T) {
+	b := &logServer{user: "fb", pass: password}
+	addr, cert := startLogServer(t, b)
+	keys := goodKeys()
+	keys["dest_host"], keys["tls_ca_file"], keys["tls_server_name"] = addr, cert.CAFile, "localhost"
+	keys["digest_window"] = "1h"
+	log := &recorder{Max: LevelInfo}
+	in := Open(keys, log, Options{})
+	if in == nil {
+		t.Fatalf("Open failed:\n%s", log.all())
+	}
+	if code, st := in.Flush("app", records(10, nil)); code != FLBOK || st.Delivered != 1 || st.Digested != 9 {
+		t.Fatalf("flush: code %d stats %+v", code, st)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	msgs := b.messages
+	b.mu.Unlock()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages stored, want the single and the digest:\n%s", len(msgs), log.all())
+	}
+	single, err := mail.ReadMessage(bytes.NewReader(msgs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := mail.ReadMessage(bytes.NewReader(msgs[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := digest.Header.Get("In-Reply-To"), single.Header.Get("Message-Id"); got != want {
+		t.Errorf("digest In-Reply-To %q, want the single's Message-ID %q", got, want)
+	}
+	if got := digest.Header.Get(output.RecordsHeader); got != "9" {
+		t.Errorf("%s: %q, want 9", output.RecordsHeader, got)
+	}
+	v, err := output.VerifyEmail(bytes.NewReader(msgs[1]), []byte(secretKey))
+	if err != nil {
+		t.Fatalf("the digest does not verify: %v", err)
+	}
+	if !v.Digest || len(v.Lines) != 9 {
+		t.Errorf("verified digest=%v with %d lines, want a digest of 9", v.Digest, len(v.Lines))
+	}
+	if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "digest sent: message_id=<") || !strings.Contains(info, "digests=1 digest_records=9") {
+		t.Errorf("info lines:\n%s", info)
 	}
 }

@@ -371,6 +371,7 @@ type logServer struct {
 	reject     bool
 	mu         sync.Mutex
 	authOK     int
+	messages   [][]byte // every message stored
 }
 
 func (b *logServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &logSession{b: b}, nil }
@@ -405,9 +406,15 @@ func (s *logSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	return nil
 }
-func (s *logSession) Data(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
-func (s *logSession) Reset()                 {}
-func (s *logSession) Logout() error          { return nil }
+func (s *logSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	s.b.mu.Lock()
+	s.b.messages = append(s.b.messages, b)
+	s.b.mu.Unlock()
+	return err
+}
+func (s *logSession) Reset()        {}
+func (s *logSession) Logout() error { return nil }
 
 // startLogServer starts b on 127.0.0.1:0 with implicit TLS and returns its address and CA.
 func startLogServer(t *testing.T, b *logServer) (string, *testcert.Cert) {
