@@ -200,7 +200,7 @@ func refusedOutcome(rejected []RecipientError, code int) Outcome {
 		return Retry
 	}
 	for _, r := range rejected {
-		if r.Code < 500 || r.Code >= 600 || r.Quota() {
+		if r.Owed() {
 			return Retry
 		}
 	}
@@ -233,22 +233,10 @@ func splitEnhanced(code int, msg string) (enh, text string) {
 	return "", msg
 }
 
+// isEnhanced reports whether s is an enhanced status code (RFC 3463) of the reply code's class.
 func isEnhanced(code int, s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || code/100 != int(parts[0][0]-'0') {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" || len(p) > 3 {
-			return false
-		}
-		for _, r := range p {
-			if r < '0' || r > '9' {
-				return false
-			}
-		}
-	}
-	return true
+	class, _, _, ok := splitCode(s)
+	return ok && class == code/100
 }
 
 // tlsError builds the StepError for a failed TLS handshake, with a hint when the cause is a

@@ -2,7 +2,6 @@ package mailer
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 )
 
@@ -58,19 +57,24 @@ func QuotaReply(step Step, code int, enhanced, text string) (Limit, bool) {
 	return l, true
 }
 
-// splitCode parses an enhanced status code "5.2.251" into its three numbers.
+// splitCode parses an enhanced status code "5.2.251" into its three numbers (RFC 3463: a class
+// of one digit, a subject and a detail of one to three digits each).
 func splitCode(enhanced string) (class, subject, detail int, ok bool) {
 	parts := strings.Split(enhanced, ".")
-	if len(parts) != 3 {
+	if len(parts) != 3 || len(parts[0]) != 1 {
 		return 0, 0, 0, false
 	}
 	var n [3]int
 	for i, p := range parts {
-		v, err := strconv.Atoi(p)
-		if err != nil {
+		if p == "" || len(p) > 3 {
 			return 0, 0, 0, false
 		}
-		n[i] = v
+		for _, r := range p {
+			if r < '0' || r > '9' {
+				return 0, 0, 0, false
+			}
+			n[i] = n[i]*10 + int(r-'0')
+		}
 	}
 	return n[0], n[1], n[2], true
 }
@@ -113,6 +117,13 @@ func (r RecipientError) quota() (Limit, bool) {
 func (r RecipientError) Quota() bool {
 	_, ok := r.quota()
 	return ok
+}
+
+// Owed reports whether the recipient is still owed the email: it was refused for now (any
+// reply but a 5xx) or by a provider's quota reply (Quota), not for good. The email is sent
+// again to the owed recipients only.
+func (r RecipientError) Owed() bool {
+	return r.Code < 500 || r.Code >= 600 || r.Quota()
 }
 
 // pauses reports whether err carries a quota reply after which sending stops (any but the

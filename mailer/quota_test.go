@@ -146,3 +146,54 @@ func TestQuotaReplyStopsSending(t *testing.T) {
 		t.Errorf("server read %d messages, want 3 (two stored, one refused, then none)", n)
 	}
 }
+
+// TestSplitCodeIsStrict: an enhanced status code is one digit, a dot, and two groups of one to
+// three digits; signs, spaces, empty or longer groups are not one (strconv.Atoi took "+1").
+func TestSplitCodeIsStrict(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want [3]int
+		ok   bool
+	}{
+		{"5.2.251", [3]int{5, 2, 251}, true},
+		{"4.3.2", [3]int{4, 3, 2}, true},
+		{"5.+1.1", [3]int{}, false},
+		{"5.-1.1", [3]int{}, false},
+		{"5.1.1000", [3]int{}, false},
+		{"55.1.1", [3]int{}, false},
+		{"5..1", [3]int{}, false},
+		{"5.1", [3]int{}, false},
+		{"5.1.1.1", [3]int{}, false},
+		{"5.1. 1", [3]int{}, false},
+	} {
+		c, s, d, ok := splitCode(tc.in)
+		if diff := cmp.Diff(struct {
+			N  [3]int
+			OK bool
+		}{tc.want, tc.ok}, struct {
+			N  [3]int
+			OK bool
+		}{[3]int{c, s, d}, ok}); diff != "" {
+			t.Errorf("splitCode(%q) (-want +got):\n%s", tc.in, diff)
+		}
+	}
+}
+
+// TestRecipientOwed: a recipient is owed the email after anything but a permanent 5xx, and
+// after a provider's quota reply even when it is a 5xx.
+func TestRecipientOwed(t *testing.T) {
+	for _, tc := range []struct {
+		r    RecipientError
+		want bool
+	}{
+		{RecipientError{Code: 450, EnhancedCode: "4.2.1"}, true},
+		{RecipientError{Code: 550, EnhancedCode: "5.1.1", Message: "user unknown"}, false},
+		{RecipientError{Code: 550, EnhancedCode: "5.4.5", Message: "Daily user sending limit exceeded"}, true},
+		{RecipientError{Code: 554, EnhancedCode: "5.2.0", Message: "STOREDRV.Submission.Exception:SubmissionQuotaExceededException"}, true},
+		{RecipientError{Code: 0}, true},
+	} {
+		if got := tc.r.Owed(); got != tc.want {
+			t.Errorf("%d %s %q: Owed() = %v, want %v", tc.r.Code, tc.r.EnhancedCode, tc.r.Message, got, tc.want)
+		}
+	}
+}

@@ -50,7 +50,7 @@ func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
 	switch res.Outcome {
 	case mailer.Delivered:
 		for _, rc := range res.Rejected {
-			if rc.Code >= 400 && rc.Code < 500 || rc.Quota() {
+			if rc.Owed() {
 				r.owed = append(r.owed, rc.Address)
 			}
 		}

@@ -682,7 +682,7 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 func (in *Instance) owedAfter(m digestMail, res mailer.Result) {
 	var owed []string
 	for _, r := range res.Rejected {
-		if r.Code >= 400 && r.Code < 500 || r.Quota() {
+		if r.Owed() {
 			owed = append(owed, r.Address)
 			in.log.Log(LevelWarn, fmt.Sprintf(
 				"digest recipient deferred: address=%s message_id=<%s> records=%d code=%d enhanced_code=%s: %s; the digest will be sent to the deferred recipient(s) again",

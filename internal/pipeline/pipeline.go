@@ -697,7 +697,7 @@ func (in *Instance) countRetry(id string, res mailer.Result, order *[]string, co
 // one refused for now (deferred), [error] for one refused for good, which it counts.
 func (in *Instance) logRecipients(tag, id string, res mailer.Result, st *Stats) {
 	for _, r := range res.Rejected {
-		if r.Code >= 400 && r.Code < 500 || r.Quota() {
+		if r.Owed() {
 			in.log.Log(LevelWarn, fmt.Sprintf(
 				"recipient deferred: address=%s message_id=<%s> code=%d enhanced_code=%s tag=%q: %s; the email will be sent to the deferred recipient(s) only, on retry",
 				r.Address, id, r.Code, orNone(r.EnhancedCode), tag, r.Message))
