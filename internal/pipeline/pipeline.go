@@ -622,7 +622,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 				id, tag))
 		}
 		d := decided[i]
+		pausing := false // a quota reply noteQuota reports: not repeated in the retry summary
 		if l, ok := mailer.QuotaOf(res.Err); ok {
+			pausing = !l.Connections
 			if tried { // the others carry the reply that stopped the sending
 				st.QuotaReplies++
 			}
@@ -637,7 +639,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		}
 		switch {
 		case d.verdict == verdictRetry:
-			in.countRetry(id, res, &retryOrder, retryErrs, operator)
+			if !pausing {
+				in.countRetry(id, res, &retryOrder, retryErrs, operator)
+			}
 			st.Retried++
 			retry = true
 		case res.Outcome == mailer.Delivered: // settled, or deferred for some recipients

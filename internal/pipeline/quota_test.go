@@ -102,6 +102,11 @@ func TestQuotaReplyKeepsRecordsAndPauses(t *testing.T) {
 			t.Errorf("a quota reply logged as a rejection: %s", l)
 		}
 	}
+	for _, l := range log.at(LevelWarn) {
+		if strings.Contains(l, "will be retried") {
+			t.Errorf("a quota reply also logged as a generic retry: %s", l)
+		}
+	}
 	if len(quotaLines) != 2 {
 		t.Fatalf("quota [error] lines = %q, want two (one per quota reply, more than the repeat window apart)", quotaLines)
 	}
