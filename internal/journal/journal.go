@@ -34,6 +34,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/smtpout/smtpout/internal/diskio"
 )
 
 // RecordSize is the size of one record on disk, in bytes.
@@ -123,7 +125,7 @@ type Options struct {
 	OnCompact func(Compaction)
 	// wrap, for tests, wraps the data file to inject write failures.
 	wrap func(file) file
-	// syncDir, for tests, replaces the fsync of the directory (fsyncDir).
+	// syncDir, for tests, replaces the fsync of the directory (diskio.SyncDir).
 	syncDir func(dir string) error
 }
 
@@ -232,7 +234,7 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 	if err != nil {
 		return nil, rep, err
 	}
-	if err := flock(lf); err != nil {
+	if err := diskio.Lock(lf); err != nil {
 		lf.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, rep, fmt.Errorf("%s: %w", lockPath, ErrLocked)
@@ -303,19 +305,9 @@ func Open(dir, name string, opt Options, load func(Entry)) (*Journal, Report, er
 	return j, rep, nil
 }
 
-func flock(f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
 func (j *Journal) unlock() {
 	if j.lock != nil {
-		_ = syscall.Flock(int(j.lock.Fd()), syscall.LOCK_UN)
-		j.lock.Close()
+		diskio.Unlock(j.lock)
 		j.lock = nil
 	}
 }
@@ -331,7 +323,7 @@ func (j *Journal) syncDir(dir string) error {
 	if j.opt.syncDir != nil {
 		return j.opt.syncDir(dir)
 	}
-	return fsyncDir(dir)
+	return diskio.SyncDir(dir)
 }
 
 // maxAgePrefix starts the content of a lock file: the MaxAge of the journal that last held it.
@@ -669,16 +661,6 @@ func (j *Journal) compact() (c Compaction) {
 	return c
 }
 
-// fsyncDir makes the directory's entries (a created or renamed file) durable.
-func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // Close waits for a compaction in progress, syncs the file, closes it and releases the lock.
 // Later Appends fail with os.ErrClosed. Safe to call twice.
 func (j *Journal) Close() error {
@@ -736,7 +718,7 @@ func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]Stale, erro
 			errs = append(errs, err)
 			continue
 		}
-		if flock(lf) != nil { // in use
+		if diskio.Lock(lf) != nil { // in use
 			lf.Close()
 			continue
 		}
@@ -752,8 +734,7 @@ func RemoveStale(dir string, maxAge time.Duration, now time.Time) ([]Stale, erro
 				removed = append(removed, Stale{Path: p, MaxAge: age})
 			}
 		}
-		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
-		lf.Close()
+		diskio.Unlock(lf)
 	}
 	return removed, errors.Join(errs...)
 }

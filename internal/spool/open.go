@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/smtpout/smtpout/internal/diskio"
 )
 
 // Open locks and opens dir/name.digest (creating it), and returns what it holds. A torn tail
@@ -35,7 +37,7 @@ func Open(dir, name string, opt Options) (*Spool, State, error) {
 	if err != nil {
 		return nil, st, err
 	}
-	if err := flock(lf); err != nil {
+	if err := diskio.Lock(lf); err != nil {
 		lf.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, st, fmt.Errorf("%s: %w", lockPath, ErrLocked)
@@ -82,18 +84,9 @@ func (s *Spool) wrap(f file) file {
 	return f
 }
 
-func flock(f *os.File) error {
-	for {
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
 func (s *Spool) unlock() {
 	if s.lock != nil {
-		_ = syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
-		s.lock.Close()
+		diskio.Unlock(s.lock)
 		s.lock = nil
 	}
 }
@@ -102,17 +95,7 @@ func (s *Spool) syncDir() error {
 	if s.opt.syncDir != nil {
 		return s.opt.syncDir(filepath.Dir(s.path))
 	}
-	return fsyncDir(filepath.Dir(s.path))
-}
-
-// fsyncDir makes the directory's entries (a created or renamed file) durable.
-func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return diskio.SyncDir(filepath.Dir(s.path))
 }
 
 // saltPrefix starts the content of a lock file: the salt of the file it locks, a copy of the

@@ -89,7 +89,7 @@ type Options struct {
 	OnCompact func(Compaction)
 	// wrap, for tests, wraps the data files to inject write failures.
 	wrap func(file) file
-	// syncDir, for tests, replaces the fsync of the directory (fsyncDir).
+	// syncDir, for tests, replaces the fsync of the directory (diskio.SyncDir).
 	syncDir func(dir string) error
 }
 
