@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/smtpout/smtpout/chunk"
+	"github.com/smtpout/smtpout/testsupport/proc"
 )
 
 // Storms through a real Fluent Bit (FLUENT_BIT; issue 19): 3,000 records in 30 s, fed to the
@@ -115,4 +118,49 @@ func TestFluentBitQuotaStormWithoutDigests(t *testing.T) {
 	t.Logf("%s: %d records sent in %.1fs, all %d delivered once %.1fs after the storm began (budget %d recipients per %v): %d quota replies, %d paused-flush lines, at most %d connections at once",
 		fluentBitVersion(t), stormRecords, sent.Seconds(), c.Records, took.Seconds(), budget, window, quota,
 		len(fb.logLines("sending paused after a quota reply")), peak)
+}
+
+// TestFluentBitStormEmailsBench prints what a 10,000-record storm (30 s, in batches a second
+// apart) costs with digests off and with digest_window 10s: the emails sent and fluent-bit's
+// CPU time per record (from /proc, so the plugin's rendering, spooling and SMTP included). A
+// benchmark, not a check: it runs only with SMTPOUT_STORM_BENCH=1 (about 40 s per setting):
+//
+//	SMTPOUT_STORM_BENCH=1 FLUENT_BIT=/path/to/fluent-bit go test -count=1 -run TestFluentBitStormEmailsBench -v ./test
+func TestFluentBitStormEmailsBench(t *testing.T) {
+	fluentBit(t)
+	if os.Getenv("SMTPOUT_STORM_BENCH") != "1" {
+		t.Skip("skipped: a benchmark; set SMTPOUT_STORM_BENCH=1 to run it")
+	}
+	const records = 10_000
+	for _, window := range []string{"off", "10s"} {
+		t.Run("digest_window="+window, func(t *testing.T) {
+			fs := startFaultServer(t, faultOptions{})
+			keys := faultKeys(fs, "soc@example.com")
+			if window != "off" {
+				needDigests(t)
+				keys["digest_window"] = window
+			}
+			fb := startFaultFluentBit(t, keys)
+			fb.waitLog(30*time.Second, "started:")
+			pid := fb.cmd.Process.Pid
+			before, err := proc.CPU(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			began := time.Now()
+			storm(fb.send, records, stormBatches, stormEvery, nil)
+			recordsAtLeast(fs, records, fbWait)
+			took := time.Since(began)
+			after, err := proc.CPU(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			load, _ := os.ReadFile("/proc/loadavg")
+			fb.stop()
+			c := checkRecords(t, fs, span(0, records))
+			t.Logf("%s digest_window=%s: %d records in 30 s -> %d emails (%d single, %d digests, largest %d records), all delivered %.1fs after the storm began; fluent-bit CPU %.1f µs per record (load average %s)",
+				fluentBitVersion(t), window, records, c.Emails, c.Singles, c.Digests, c.Largest, took.Seconds(),
+				float64((after-before).Microseconds())/records, strings.Join(strings.Fields(string(load))[:3], " "))
+		})
+	}
 }

@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpout/smtpout/config"
+)
+
+// Digests through a real Fluent Bit (FLUENT_BIT; issue 19): a storm against Exchange's
+// limits, threads per digest_by group, and records waiting for their digest when Fluent Bit
+// is killed or stopped. Every record carries a unique "n"; the fault server parses single
+// emails and every NDJSON line of digests (parseStored), and checkRecords counts them.
+
+// needDigests skips the test when the plugin does not know digest_window yet (the branches
+// that build digests are merged separately).
+func needDigests(t *testing.T) {
+	t.Helper()
+	fluentBit(t)
+	if !slices.Contains(config.Keys, "digest_window") {
+		t.Skip("skipped: this build has no digest_window key (digests are not built)")
+	}
+}
+
+// TestFluentBitDigestStormExchange: 3,000 records in 30 s with digest_window 10s against a
+// server that answers as Exchange Online (3 connections, then 432 4.3.2; a budget of 2
+// recipients per rolling 25 s, then 554 5.2.0 until it rolls): every record arrives exactly
+// once across the opening single email and the digests, every digest verifies, at most 3
+// connections at once, nothing rejected; a handful of emails instead of 3,000.
+func TestFluentBitDigestStormExchange(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{maxSessions: 3, recipientBudget: 2, budgetWindow: 25 * time.Second})
+	keys := exchangeKeys(t, fs)
+	keys["digest_window"] = "10s"
+	fb := startExchangeFluentBit(t, keys)
+	fb.waitLog(30*time.Second, "started:", `provider="Exchange Online"`, "max_connections=3", "digest_window=10s")
+	began := time.Now()
+	sent := storm(fb.send, stormRecords, stormBatches, stormEvery, nil)
+	recordsAtLeast(fs, stormRecords, fbWait)
+	took := time.Since(began)
+	fb.stop()
+
+	c := checkRecords(t, fs, span(0, stormRecords))
+	if c.Repeats != 0 {
+		t.Errorf("%d email(s) stored twice, want none (nothing was cut off mid-reply)", c.Repeats)
+	}
+	if c.Singles < 1 || c.Digests < 1 {
+		t.Errorf("server stored %+v, want the opening single email and digests", c)
+	}
+	// 30 s of storm in 10 s windows: the opening email and one digest per window (a window
+	// of more than digest_max_records=1000 split in two) is under 10; 20 leaves room for a
+	// slow machine stretching the storm.
+	if c.Emails > 20 {
+		t.Errorf("%d emails for %d records, want a handful (at most 20)", c.Emails, stormRecords)
+	}
+	checkNoRejection(t, fb, keys["dead_letter_dir"])
+	peak, refused, quota := exchangeLimits(fs)
+	if peak > 3 || refused > 0 {
+		t.Errorf("%d connections at once, %d refused with 432: want at most 3 and none", peak, refused)
+	}
+	t.Logf("%s: %d records sent in %.1fs, all delivered %.1fs after the storm began in %d emails (%d single, %d digests, largest %d records); %d quota replies, at most %d connections at once",
+		fluentBitVersion(t), stormRecords, sent.Seconds(), took.Seconds(), c.Emails, c.Singles, c.Digests, c.Largest, quota, peak)
+}
+
+// TestFluentBitDigestByHostThreads: digest_by $host with records from three hosts in three
+// bursts: each host's first record opens its thread as a single email, each later email
+// (digest) carries only that host's records and names that email in In-Reply-To and
+// References, so a mail client shows three conversations; every record arrives once.
+func TestFluentBitDigestByHostThreads(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{})
+	keys := faultKeys(fs, "soc@example.com")
+	keys["subject"] = "Alert $TAG on $host"
+	keys["digest_window"] = "3s"
+	keys["digest_by"] = "$host"
+	fb := startFaultFluentBit(t, keys)
+	fb.waitLog(30*time.Second, "started:", "digest_window=3s")
+	hosts := []string{"web-1", "web-2", "db-1"}
+	const bursts, per = 3, 60 // per burst, 20 records of each host, interleaved
+	storm(fb.send, bursts*per, bursts, 4*time.Second, func(n int) string { return hosts[n%len(hosts)] })
+	recordsAtLeast(fs, bursts*per, fbWait)
+	fb.stop()
+
+	c := checkRecords(t, fs, span(0, bursts*per))
+	if c.Repeats != 0 {
+		t.Errorf("%d email(s) stored twice, want none", c.Repeats)
+	}
+	byHost := make(map[string][]stored)
+	for _, m := range fs.Stored() {
+		h := m.Hosts[0]
+		for _, o := range m.Hosts {
+			if o != h {
+				t.Errorf("email <%s> mixes hosts %q and %q: digest_by $host must keep them apart", m.MessageID, h, o)
+				break
+			}
+		}
+		byHost[h] = append(byHost[h], m)
+	}
+	roots := make(map[string]string) // root Message-ID -> host
+	var report []string
+	for _, h := range hosts {
+		ms := byHost[h]
+		if len(ms) < 2 {
+			t.Errorf("host %s: %d email(s), want its opening email and at least one digest", h, len(ms))
+			continue
+		}
+		root := ms[0]
+		if root.Digest || root.InReplyTo != "" || len(root.References) != 0 {
+			t.Errorf("host %s: its first email <%s> (digest=%v) names a thread (In-Reply-To %q, References %q), want the single email that opens one",
+				h, root.MessageID, root.Digest, root.InReplyTo, root.References)
+		}
+		if other, ok := roots[root.MessageID]; ok {
+			t.Errorf("hosts %s and %s share the thread root <%s>", other, h, root.MessageID)
+		}
+		roots[root.MessageID] = h
+		for _, m := range ms[1:] {
+			if m.InReplyTo != root.MessageID || !slices.Contains(m.References, root.MessageID) {
+				t.Errorf("host %s: email <%s> has In-Reply-To %q and References %q, want both to name its thread root <%s>",
+					h, m.MessageID, m.InReplyTo, m.References, root.MessageID)
+			}
+		}
+		for _, m := range ms {
+			if want := "Alert " + stormTag + " on " + h; m.Subject != want {
+				t.Errorf("host %s: email <%s> has the subject %q, want %q (the same in the whole thread)", h, m.MessageID, m.Subject, want)
+			}
+		}
+		report = append(report, fmt.Sprintf("%s: %d emails (%d digests)", h, len(ms), countDigests(ms)))
+	}
+	t.Logf("%s: %d records of 3 hosts in %d bursts: %s; %d threads", fluentBitVersion(t), bursts*per, bursts, strings.Join(report, ", "), len(roots))
+}
+
+// countDigests counts the digests among ms.
+func countDigests(ms []stored) int {
+	n := 0
+	for _, m := range ms {
+		if m.Digest {
+			n++
+		}
+	}
+	return n
+}
+
+// waitSpooled waits until the digest spool in ledgerDir (its *.digest file) holds the payload
+// of every record numbered in want: they are in the plugin's custody, waiting for their digest.
+func waitSpooled(t *testing.T, ledgerDir string, want []int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		files, _ := filepath.Glob(filepath.Join(ledgerDir, "*.digest"))
+		var missing []int
+		var data []byte
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			data = append(data, b...)
+		}
+		for _, n := range want {
+			if !bytes.Contains(data, []byte(fmt.Sprintf(`"msg":"detection %d"`, n))) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 1m the digest spool (%q, %d bytes) lacks %d of %d waiting records: %v", files, len(data), len(missing), len(want), head(missing, 10))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// digestRig is a restart rig (filesystem storage, ledger_dir) whose output sends to fs with
+// digest_window window.
+func digestRig(t *testing.T, fs *faultServer, window string) *restartRig {
+	t.Helper()
+	keys := faultKeys(fs, "soc@example.com")
+	keys["digest_window"] = window
+	return newRestartRig(t, keys, "")
+}
+
+// openWindow sends record 0 and waits for its single email (it opens the group's window),
+// then sends records 1 to waiting and waits until they are all in the digest spool.
+func openWindow(t *testing.T, r *restartRig, fs *faultServer, waiting int) {
+	t.Helper()
+	r.send(stormTag, stormChunk(0, 1, nil))
+	storedAtLeast(fs, 1)
+	r.send(stormTag, stormChunk(1, waiting/2, nil))
+	r.send(stormTag, stormChunk(1+waiting/2, waiting-waiting/2, nil))
+	waitSpooled(t, r.ledgerDir, span(1, waiting))
+	if got := len(fs.Stored()); got != 1 {
+		t.Fatalf("%d emails before the window closed, want only the opening one: the scenario needs records still waiting", got)
+	}
+}
+
+// TestFluentBitDigestSIGKILLMidWindow: with ledger_dir and filesystem storage, Fluent Bit is
+// killed while 100 records wait for their digest (in the spool, not yet sent), and started
+// again with the same configuration: every record is delivered, and the only repeats are
+// whole emails that may have been on the wire (at most max_connections, 4).
+func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{})
+	r := digestRig(t, fs, "30s")
+	const waiting = 100
+	r.start()
+	openWindow(t, r, fs, waiting)
+	began := time.Now()
+	r.kill()
+	r.start()
+	recordsAtLeast(fs, waiting+1, fbWait)
+	took := time.Since(began)
+	r.term()
+
+	c := checkRecords(t, fs, span(0, waiting+1))
+	if c.Repeats > 4 {
+		t.Errorf("%d emails stored again after the SIGKILL, want at most max_connections (4)", c.Repeats)
+	}
+	if c.Digests < 1 {
+		t.Errorf("server stored %+v, want the waiting records in a digest", c)
+	}
+	t.Logf("%s: SIGKILL with %d records waiting for their digest, restarted: all %d delivered %.1fs after the kill in %d emails (%d single, %d digests); %d email(s) repeated (%d of them digests)",
+		fluentBitVersion(t), waiting, c.Records, took.Seconds(), c.Emails, c.Singles, c.Digests, c.Repeats, c.Repeated)
+}
+
+// TestFluentBitDigestSIGTERMSendsWaiting: SIGTERM while 100 records wait for a digest whose
+// window (60 s) is far from over: the digest goes out before Fluent Bit exits, within its
+// Grace (5 s), and no record is lost.
+func TestFluentBitDigestSIGTERMSendsWaiting(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{})
+	r := digestRig(t, fs, "60s")
+	const waiting = 100
+	r.start()
+	openWindow(t, r, fs, waiting)
+	signalled := time.Now()
+	took := r.term()
+	exited := signalled.Add(took)
+
+	c := checkRecords(t, fs, span(0, waiting+1))
+	if c.Repeats != 0 || c.Digests < 1 {
+		t.Errorf("server stored %+v, want the waiting records in digests and no repeat", c)
+	}
+	var last time.Time
+	for _, m := range fs.Stored() {
+		if m.Arrived.After(last) {
+			last = m.Arrived
+		}
+	}
+	if last.After(exited) {
+		t.Errorf("the last email arrived %v after fluent-bit exited", last.Sub(exited))
+	}
+	// Grace 5 s is Fluent Bit's bound; 3 s more for a loaded machine's process exit.
+	if took > 8*time.Second {
+		t.Errorf("fluent-bit took %v to exit after SIGTERM, want within its Grace (5s)", took)
+	}
+	t.Logf("%s: SIGTERM with %d records waiting for a 60s window: %d digest(s) sent %.2fs after the signal, fluent-bit exited after %.2fs",
+		fluentBitVersion(t), waiting, c.Digests, last.Sub(signalled).Seconds(), took.Seconds())
+}
