@@ -35,18 +35,9 @@ func needDigests(t *testing.T) {
 // connections at once, nothing rejected; a handful of emails instead of 3,000.
 func TestFluentBitDigestStormExchange(t *testing.T) {
 	needDigests(t)
-	fs := startFaultServer(t, faultOptions{maxSessions: 3, recipientBudget: 2, budgetWindow: 25 * time.Second})
-	keys := exchangeKeys(t, fs)
-	keys["digest_window"] = "10s"
-	fb := startExchangeFluentBit(t, keys)
-	fb.waitLog(30*time.Second, "started:", `provider="Exchange Online"`, "max_connections=3", "digest_window=10s")
-	began := time.Now()
-	sent := storm(fb.send, stormRecords, stormBatches, stormEvery, nil)
-	recordsAtLeast(fs, stormRecords, fbWait)
-	took := time.Since(began)
-	fb.stop()
-
-	c := checkRecords(t, fs, span(0, stormRecords))
+	st := exchangeStorm(t, faultOptions{maxSessions: 3, recipientBudget: 2, budgetWindow: 25 * time.Second}, "10s")
+	fs, fb, keys, c := st.fs, st.fb, st.keys, st.tally
+	sent, took := st.sent, st.took
 	if c.Repeats != 0 {
 		t.Errorf("%d email(s) stored twice, want none (nothing was cut off mid-reply)", c.Repeats)
 	}
@@ -174,19 +165,17 @@ func waitSpooled(t *testing.T, ledgerDir string, want []int) {
 	}
 }
 
-// digestRig is a restart rig (filesystem storage, ledger_dir) whose output sends to fs with
-// digest_window window.
-func digestRig(t *testing.T, fs *faultServer, window string) *restartRig {
+// waitingDigest starts a fault server and Fluent Bit (a restart rig: filesystem storage,
+// ledger_dir) with digest_window window, sends record 0 and waits for its single email (it
+// opens the group's window), then sends records 1 to waiting and waits until they are all in
+// the digest spool, waiting for their digest.
+func waitingDigest(t *testing.T, window string, waiting int) (*faultServer, *restartRig) {
 	t.Helper()
+	fs := startFaultServer(t, faultOptions{})
 	keys := faultKeys(fs, "soc@example.com")
 	keys["digest_window"] = window
-	return newRestartRig(t, keys, "")
-}
-
-// openWindow sends record 0 and waits for its single email (it opens the group's window),
-// then sends records 1 to waiting and waits until they are all in the digest spool.
-func openWindow(t *testing.T, r *restartRig, fs *faultServer, waiting int) {
-	t.Helper()
+	r := newRestartRig(t, keys, "")
+	r.start()
 	r.send(stormTag, stormChunk(0, 1, nil))
 	storedAtLeast(fs, 1)
 	r.send(stormTag, stormChunk(1, waiting/2, nil))
@@ -195,6 +184,7 @@ func openWindow(t *testing.T, r *restartRig, fs *faultServer, waiting int) {
 	if got := len(fs.Stored()); got != 1 {
 		t.Fatalf("%d emails before the window closed, want only the opening one: the scenario needs records still waiting", got)
 	}
+	return fs, r
 }
 
 // TestFluentBitDigestSIGKILLMidWindow: with ledger_dir and filesystem storage, Fluent Bit is
@@ -203,11 +193,8 @@ func openWindow(t *testing.T, r *restartRig, fs *faultServer, waiting int) {
 // whole emails that may have been on the wire (at most max_connections, 4).
 func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
 	needDigests(t)
-	fs := startFaultServer(t, faultOptions{})
-	r := digestRig(t, fs, "30s")
 	const waiting = 100
-	r.start()
-	openWindow(t, r, fs, waiting)
+	fs, r := waitingDigest(t, "30s", waiting)
 	began := time.Now()
 	r.kill()
 	r.start()
@@ -231,11 +218,8 @@ func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
 // Grace (5 s), and no record is lost.
 func TestFluentBitDigestSIGTERMSendsWaiting(t *testing.T) {
 	needDigests(t)
-	fs := startFaultServer(t, faultOptions{})
-	r := digestRig(t, fs, "60s")
 	const waiting = 100
-	r.start()
-	openWindow(t, r, fs, waiting)
+	fs, r := waitingDigest(t, "60s", waiting)
 	signalled := time.Now()
 	took := r.term()
 	exited := signalled.Add(took)

@@ -804,30 +804,7 @@ func checkDeliveryExplained(t testing.TB, fs *faultServer, want []int, resent ma
 		idsOfN[m.N][m.MessageID] = true
 	}
 	d.Distinct = len(byID)
-	wanted := make(map[int]bool, len(want))
-	var missing []int
-	for _, n := range want {
-		wanted[n] = true
-		switch ids := idsOfN[n]; {
-		case len(ids) == 0:
-			missing = append(missing, n)
-		case len(ids) > 1:
-			t.Errorf("record %d arrived under %d Message-IDs, want 1: %v", n, len(ids), keys(ids))
-		}
-	}
-	if len(missing) > 0 {
-		t.Errorf("%d of %d records never arrived: %v", len(missing), len(want), head(missing, 20))
-	}
-	var extra []int
-	for n := range idsOfN {
-		if !wanted[n] {
-			extra = append(extra, n)
-		}
-	}
-	if len(extra) > 0 {
-		sort.Ints(extra)
-		t.Errorf("records that were never sent arrived: %v", head(extra, 20))
-	}
+	checkCarriers(t, idsOfN, want)
 	for id, c := range byID {
 		if c == 1 {
 			continue
@@ -896,6 +873,15 @@ func checkRecords(t testing.TB, fs *faultServer, want []int) recordTally {
 			carriers[n][m.MessageID] = true
 		}
 	}
+	c.Records = len(want) - checkCarriers(t, carriers, want)
+	return c
+}
+
+// checkCarriers fails the test unless every record numbered in want arrived under exactly one
+// Message-ID (carriers: record -> the Message-IDs carrying it) and no other record arrived;
+// it returns how many of want never arrived.
+func checkCarriers(t testing.TB, carriers map[int]map[string]bool, want []int) int {
+	t.Helper()
 	wanted := make(map[int]bool, len(want))
 	var missing []int
 	for _, n := range want {
@@ -904,7 +890,7 @@ func checkRecords(t testing.TB, fs *faultServer, want []int) recordTally {
 		case len(ids) == 0:
 			missing = append(missing, n)
 		case len(ids) > 1:
-			t.Errorf("record %d arrived in %d different emails, want 1: %v", n, len(ids), keys(ids))
+			t.Errorf("record %d arrived under %d Message-IDs, want 1: %v", n, len(ids), keys(ids))
 		}
 	}
 	if len(missing) > 0 {
@@ -920,8 +906,7 @@ func checkRecords(t testing.TB, fs *faultServer, want []int) recordTally {
 		sort.Ints(extra)
 		t.Errorf("records that were never sent arrived: %v", head(extra, 20))
 	}
-	c.Records = len(want) - len(missing)
-	return c
+	return len(missing)
 }
 
 func keys(m map[string]bool) []string {
@@ -961,6 +946,20 @@ func (r *errRecorder) Errorf(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }
 
+// check fails t unless the recorded errors are as many as want and each contains its
+// counterpart in want, in order.
+func (r *errRecorder) check(t *testing.T, want []string) {
+	t.Helper()
+	if len(r.errs) != len(want) {
+		t.Fatalf("errors %q, want %d matching %q", r.errs, len(want), want)
+	}
+	for i, w := range want {
+		if !strings.Contains(r.errs[i], w) {
+			t.Errorf("error %d = %q, want it to contain %q", i, r.errs[i], w)
+		}
+	}
+}
+
 // TestCheckRecordsCatchesLossAndRecordsInTwoEmails shows that checkRecords, on which the
 // digest scenarios rely, fails on each kind of wrong delivery across single emails and
 // digests, and counts whole emails sent again as repeats.
@@ -980,7 +979,7 @@ func TestCheckRecordsCatchesLossAndRecordsInTwoEmails(t *testing.T) {
 		{"one lost", []stored{single("a", 1), digest("d", 2)}, []string{"1 of 3 records never arrived: [3]"},
 			recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 2, Largest: 1}},
 		{"single and in a digest", []stored{single("a", 1), digest("d", 1, 2, 3)},
-			[]string{"record 1 arrived in 2 different emails"}, recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 3, Largest: 3}},
+			[]string{"record 1 arrived under 2 Message-IDs"}, recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 3, Largest: 3}},
 		{"twice in one digest", []stored{digest("d", 1, 2, 2, 3)}, []string{"record 2 is in message <d> twice"},
 			recordTally{Emails: 1, Digests: 1, Records: 3, Largest: 4}},
 		{"a record never sent", []stored{digest("d", 1, 2, 3, 9)}, []string{"records that were never sent arrived: [9]"},
@@ -995,14 +994,7 @@ func TestCheckRecordsCatchesLossAndRecordsInTwoEmails(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("tally (-want +got):\n%s", diff)
 			}
-			if len(rec.errs) != len(tc.wantErrs) {
-				t.Fatalf("errors %q, want %d matching %q", rec.errs, len(tc.wantErrs), tc.wantErrs)
-			}
-			for i, w := range tc.wantErrs {
-				if !strings.Contains(rec.errs[i], w) {
-					t.Errorf("error %d = %q, want it to contain %q", i, rec.errs[i], w)
-				}
-			}
+			rec.check(t, tc.wantErrs)
 		})
 	}
 }
@@ -1040,14 +1032,7 @@ func TestCheckDeliveryCatchesLossAndUnexplainedDuplicates(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("delivery (-want +got):\n%s", diff)
 			}
-			if len(rec.errs) != len(tc.wantErrs) {
-				t.Fatalf("errors %q, want %d matching %q", rec.errs, len(tc.wantErrs), tc.wantErrs)
-			}
-			for i, w := range tc.wantErrs {
-				if !strings.Contains(rec.errs[i], w) {
-					t.Errorf("error %d = %q, want it to contain %q", i, rec.errs[i], w)
-				}
-			}
+			rec.check(t, tc.wantErrs)
 		})
 	}
 }

@@ -78,6 +78,38 @@ func recordsAtLeast(fs *faultServer, n int, within time.Duration) {
 	})
 }
 
+// stormRun is one storm through Fluent Bit against an Exchange-like fault server, done.
+type stormRun struct {
+	fs         *faultServer
+	fb         *fluentBitRun
+	keys       map[string]string
+	sent, took time.Duration // sending the storm; from its start to the last record stored
+	tally      recordTally
+}
+
+// exchangeStorm starts a fault server with opt reached as Exchange Online and Fluent Bit
+// with digest_window window ("": off), sends the storm, waits until every record is stored,
+// stops Fluent Bit and checks the records (checkRecords).
+func exchangeStorm(t *testing.T, opt faultOptions, window string) stormRun {
+	t.Helper()
+	st := stormRun{fs: startFaultServer(t, opt)}
+	st.keys = exchangeKeys(t, st.fs)
+	started := []string{"started:", `provider="Exchange Online"`, "max_connections=3"}
+	if window != "" {
+		st.keys["digest_window"] = window
+		started = append(started, "digest_window="+window)
+	}
+	st.fb = startExchangeFluentBit(t, st.keys)
+	st.fb.waitLog(30*time.Second, started...)
+	began := time.Now()
+	st.sent = storm(st.fb.send, stormRecords, stormBatches, stormEvery, nil)
+	recordsAtLeast(st.fs, stormRecords, fbWait)
+	st.took = time.Since(began)
+	st.fb.stop()
+	st.tally = checkRecords(t, st.fs, span(0, stormRecords))
+	return st
+}
+
 // exchangeLimits returns the most connections fs saw at once, the connections it refused with
 // 432 4.3.2 and the quota replies it gave.
 func exchangeLimits(fs *faultServer) (peak, refused, quota int) {
@@ -93,17 +125,9 @@ func exchangeLimits(fs *faultServer) (peak, refused, quota int) {
 func TestFluentBitQuotaStormWithoutDigests(t *testing.T) {
 	fluentBit(t)
 	const budget, window = 500, 10 * time.Second
-	fs := startFaultServer(t, faultOptions{maxSessions: 3, recipientBudget: budget, budgetWindow: window})
-	keys := exchangeKeys(t, fs)
-	fb := startExchangeFluentBit(t, keys)
-	fb.waitLog(30*time.Second, "started:", `provider="Exchange Online"`, "max_connections=3")
-	began := time.Now()
-	sent := storm(fb.send, stormRecords, stormBatches, stormEvery, nil)
-	recordsAtLeast(fs, stormRecords, fbWait)
-	took := time.Since(began)
-	fb.stop()
-
-	c := checkRecords(t, fs, span(0, stormRecords))
+	st := exchangeStorm(t, faultOptions{maxSessions: 3, recipientBudget: budget, budgetWindow: window}, "")
+	fs, fb, keys, c := st.fs, st.fb, st.keys, st.tally
+	sent, took := st.sent, st.took
 	if c.Emails != stormRecords || c.Digests != 0 || c.Repeats != 0 {
 		t.Errorf("server stored %+v, want %d single emails and no repeat", c, stormRecords)
 	}
