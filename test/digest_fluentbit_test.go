@@ -1,11 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,64 +136,63 @@ func countDigests(ms []stored) int {
 	return n
 }
 
-// waitSpooled waits until the digest spool in ledgerDir (its *.digest file) holds the payload
-// of every record numbered in want: they are in the plugin's custody, waiting for their digest.
-func waitSpooled(t *testing.T, ledgerDir string, want []int) {
+// digestedRE finds the count of records taken into a digest in the plugin's debug line of a
+// flush ("flush tag=... digested=N").
+var digestedRE = regexp.MustCompile(`\] flush tag=.* digested=(\d+)`)
+
+// digested returns the records the plugin's flushes took into digests so far, from their
+// debug lines in log (the output needs log_level debug).
+func digested(log string) int {
+	total := 0
+	for _, m := range digestedRE.FindAllStringSubmatch(log, -1) {
+		n, _ := strconv.Atoi(m[1])
+		total += n
+	}
+	return total
+}
+
+// digestKeys is the configuration of the SIGKILL and SIGTERM scenarios: fs, digest_window
+// window, and log_level debug for the flush lines that count the records taken (digested).
+func digestKeys(fs *faultServer, window string) map[string]string {
+	keys := faultKeys(fs, "soc@example.com")
+	keys["digest_window"] = window
+	keys["log_level"] = "debug"
+	return keys
+}
+
+// openWindow sends record 0 and waits for its single email (it opens the group's window),
+// then sends records 1 to waiting and waits until every one of them was taken into the
+// plugin's keeping to wait for their digest (the flushes' debug lines in log say so: the
+// plugin returns FLB_OK for them only after that).
+func openWindow(t *testing.T, fs *faultServer, send func(tag string, data []byte), log func() string, waiting int) {
 	t.Helper()
+	send(stormTag, stormChunk(0, 1, nil))
+	storedAtLeast(fs, 1)
+	send(stormTag, stormChunk(1, waiting/2, nil))
+	send(stormTag, stormChunk(1+waiting/2, waiting-waiting/2, nil))
 	deadline := time.Now().Add(time.Minute)
-	for {
-		files, _ := filepath.Glob(filepath.Join(ledgerDir, "*.digest"))
-		var missing []int
-		var data []byte
-		for _, f := range files {
-			b, _ := os.ReadFile(f)
-			data = append(data, b...)
-		}
-		for _, n := range want {
-			if !bytes.Contains(data, []byte(fmt.Sprintf(`"msg":"detection %d"`, n))) {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) == 0 {
-			return
-		}
+	for digested(log()) < waiting {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 1m the digest spool (%q, %d bytes) lacks %d of %d waiting records: %v", files, len(data), len(missing), len(want), head(missing, 10))
+			t.Fatalf("after 1m the plugin's flushes took %d of %d records into a digest", digested(log()), waiting)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// waitingDigest starts a fault server and Fluent Bit (a restart rig: filesystem storage,
-// ledger_dir) with digest_window window, sends record 0 and waits for its single email (it
-// opens the group's window), then sends records 1 to waiting and waits until they are all in
-// the digest spool, waiting for their digest.
-func waitingDigest(t *testing.T, window string, waiting int) (*faultServer, *restartRig) {
-	t.Helper()
-	fs := startFaultServer(t, faultOptions{})
-	keys := faultKeys(fs, "soc@example.com")
-	keys["digest_window"] = window
-	r := newRestartRig(t, keys, "")
-	r.start()
-	r.send(stormTag, stormChunk(0, 1, nil))
-	storedAtLeast(fs, 1)
-	r.send(stormTag, stormChunk(1, waiting/2, nil))
-	r.send(stormTag, stormChunk(1+waiting/2, waiting-waiting/2, nil))
-	waitSpooled(t, r.ledgerDir, span(1, waiting))
 	if got := len(fs.Stored()); got != 1 {
 		t.Fatalf("%d emails before the window closed, want only the opening one: the scenario needs records still waiting", got)
 	}
-	return fs, r
 }
 
 // TestFluentBitDigestSIGKILLMidWindow: with ledger_dir and filesystem storage, Fluent Bit is
-// killed while 100 records wait for their digest (in the spool, not yet sent), and started
+// killed while 100 records wait for their digest (taken by the plugin, not yet sent), and started
 // again with the same configuration: every record is delivered, and the only repeats are
 // whole emails that may have been on the wire (at most max_connections, 4).
 func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
 	needDigests(t)
 	const waiting = 100
-	fs, r := waitingDigest(t, "30s", waiting)
+	fs := startFaultServer(t, faultOptions{})
+	r := newRestartRig(t, digestKeys(fs, "30s"), "")
+	r.start()
+	openWindow(t, fs, r.send, r.log, waiting)
 	began := time.Now()
 	r.kill()
 	r.start()
@@ -213,15 +211,18 @@ func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
 		fluentBitVersion(t), waiting, c.Records, took.Seconds(), c.Emails, c.Singles, c.Digests, c.Repeats, c.Repeated)
 }
 
-// TestFluentBitDigestSIGTERMSendsWaiting: SIGTERM while 100 records wait for a digest whose
-// window (60 s) is far from over: the digest goes out before Fluent Bit exits, within its
-// Grace (5 s), and no record is lost.
+// TestFluentBitDigestSIGTERMSendsWaiting: SIGTERM while 100 records wait, in memory (no
+// ledger_dir), for a digest whose window (60 s) is far from over: the digest goes out before
+// Fluent Bit exits, within its Grace (5 s), and no record is lost.
 func TestFluentBitDigestSIGTERMSendsWaiting(t *testing.T) {
 	needDigests(t)
 	const waiting = 100
-	fs, r := waitingDigest(t, "60s", waiting)
+	fs := startFaultServer(t, faultOptions{})
+	fb := startFaultFluentBit(t, digestKeys(fs, "60s"))
+	openWindow(t, fs, fb.send, fb.log, waiting)
 	signalled := time.Now()
-	took := r.term()
+	took := termWait(t, "fluent-bit", fb.cmd.Process, fb.waited)
+	fb.waited <- nil // it exited (termWait took its status)
 	exited := signalled.Add(took)
 
 	c := checkRecords(t, fs, span(0, waiting+1))
