@@ -159,9 +159,9 @@ var cmtCounterDefs = []cmtCounter{
 }
 
 // runningTotals are counts the instance keeps itself (the mailer's dials and AUTH results, the
-// ledger's failed writes), in the order of cmtTotalDefs; record adds what grew since the last
-// flush.
-type runningTotals [5]int64
+// ledger's failed writes, the digests sent between flushes), in the order of cmtTotalDefs;
+// record adds what grew since the last flush.
+type runningTotals [7]int64
 
 // cmtTotalDefs name the counters fed from runningTotals.
 var cmtTotalDefs = [len(runningTotals{})]struct{ name, help string }{
@@ -170,12 +170,15 @@ var cmtTotalDefs = [len(runningTotals{})]struct{ name, help string }{
 	{"token_requests_failed_total", "OAuth 2.0 token requests that failed (endpoint unreachable, or an OAuth error such as invalid_client)."},
 	{"auth_failures_total", "SMTP AUTH attempts the server refused (5xx, or a refused token)."},
 	{"ledger_write_errors_total", "Failed writes and syncs of the ledger file in ledger_dir (a full disk): emails settled then may be sent again after a restart."},
+	{"digests_sent_total", "Digest emails (digest_window) the SMTP server accepted."},
+	{"digest_records_total", "Records delivered inside digest emails: each counts as delivered when its digest is."},
 }
 
 // totalsOf reads an instance's running totals.
 func totalsOf(run *pipeline.Instance) runningTotals {
 	a := run.AuthStats()
-	return runningTotals{run.Dials(), a.TokenOK, a.TokenFailed, a.AuthFailures, run.LedgerErrors()}
+	digests, records := run.DigestStats()
+	return runningTotals{run.Dials(), a.TokenOK, a.TokenFailed, a.AuthFailures, run.LedgerErrors(), digests, records}
 }
 
 const (

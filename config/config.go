@@ -140,6 +140,8 @@ type Config struct {
 
 	// Durability: ledger_dir, ledger_max_entries, ledger_max_age, flush_timeout (ledger.go).
 	Durability
+	// Digests: digest_window, digest_by, digest_max_records (digest.go).
+	Digests
 
 	// Warnings are problems that do not stop start-up (a short secret_key, tls_verify false).
 	Warnings []string

@@ -81,6 +81,7 @@ func TestParseDefaults(t *testing.T) {
 			LedgerMaxAge:     24 * time.Hour,
 			FlushTimeout:     3 * time.Second,
 		},
+		Digests: Digests{DigestMaxRecords: 1000},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() (-want +got):\n%s", diff)

@@ -52,12 +52,15 @@ func TestEffective(t *testing.T) {
 			c.MaxConnections, c.MaxEmailsPerMinute, c.DisablePipelining, c.DisableChunking, c.PipelineDepth = 8, 600, true, true, 1
 			c.DeadLetterDir, c.DeadLetterMaxSize = "/var/dead", 1<<20
 			c.LedgerDir, c.LedgerMaxEntries, c.LedgerMaxAge, c.FlushTimeout = "/var/ledger", 5000, 48*time.Hour, 2500*time.Millisecond
+			c.DigestWindow, c.DigestMaxRecords = 10*time.Minute, 200
+			c.DigestBy = []Template{{Raw: "$host"}, {Raw: "$detect['cat']"}}
 			return c
 		}(), `dest_host=[::1]:587 tls=starttls tls_verify=false tls_server_name=mail.corp.com tls_ca_file=/etc/ca.pem ` +
 			`from_email="\"Fluent Bit\" <fb@corp.com>" dest_email="\"SOC\" <soc@corp.com>, <oncall@corp.com>" ` +
 			`cc_email="<boss@corp.com>" bcc_email="\"Audit\" <audit@corp.com>" auth=login username=fb password=[redacted] ` +
 			`secret_key=[redacted] is_readable=true subject="Fluent Bit: $TAG" timeout=10s helo_name=fb.corp.com json_date_key="" ` +
-			`max_connections=8 max_emails_per_minute=600 pipelining=false chunking=false pipeline_depth=1 ` +
+			`max_connections=8 max_emails_per_minute=600 digest_window=10m0s digest_by="$host,$detect['cat']" digest_max_records=200 ` +
+			`pipelining=false chunking=false pipeline_depth=1 ` +
 			`dead_letter_dir=/var/dead dead_letter_max_size=1048576 flush_timeout=2.5s ` +
 			`ledger_dir=/var/ledger ledger_max_entries=5000 ledger_max_age=48h0m0s`},
 		{"token file", oauth(MechXOAuth2, Auth{Source: SourceTokenFile, TokenFile: "/run/token"}),

@@ -140,6 +140,11 @@ var keyTable = []keyDef{
 		return c.Provider != "" || c.QuotaPause != 0 && c.QuotaPause != DefaultQuotaPause
 	}, text(func(c Config) string { return c.QuotaPause.String() }))},
 	{name: "max_emails_per_minute", def: "0", doc: docKeys, show: number(func(c Config) int64 { return int64(c.MaxEmailsPerMinute) })},
+	// The digest keys show only when digests are on (digest_window set).
+	{name: "digest_window", def: "0", doc: docKeys, show: with(digestOn, text(func(c Config) string { return c.DigestWindow.String() }))},
+	{name: "digest_by", doc: docKeys, show: with(digestOn, text(func(c Config) string { return digestByText(c.DigestBy) }))},
+	{name: "digest_max_records", def: strconv.Itoa(DefaultDigestMaxRecords), doc: docKeys, show: with(digestOn,
+		number(func(c Config) int64 { return int64(c.DigestMaxRecords) }))},
 	{name: "pipelining", def: "true", doc: docKeys, show: flag(func(c Config) bool { return !c.DisablePipelining })},
 	{name: "chunking", def: "true", doc: docKeys, show: flag(func(c Config) bool { return !c.DisableChunking })},
 	{name: "pipeline_depth", def: strconv.Itoa(DefaultPipelineDepth), doc: docKeys, show: number(func(c Config) int64 { return int64(c.PipelineDepth) })},
@@ -234,6 +239,8 @@ func with(used func(Config) bool, show func(Config) []setting) func(Config) []se
 }
 
 func ledgerOnDisk(c Config) bool { return c.LedgerDir != "" }
+
+func digestOn(c Config) bool { return c.DigestOn() }
 
 // token shows a token-source key only when c authenticates with a token from one of sources.
 func token(show func(Auth) []setting, sources ...string) func(Config) []setting {

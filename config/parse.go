@@ -142,7 +142,8 @@ func Parse(g Getter) (Config, error) {
 	}
 	c.DeadLetterMaxSize = p.size("dead_letter_max_size", DefaultDeadLetterMaxSize)
 	c.MaxEmailsPerMinute = p.integer("max_emails_per_minute", 0, 0, 1_000_000)
-	p.parseDurability(&c.Durability) // config/ledger.go
+	p.parseDurability(&c.Durability)        // config/ledger.go
+	p.parseDigests(&c.Digests, &c.Warnings) // config/digest.go
 
 	if len(p.errs) > 0 {
 		return c, errors.Join(p.errs...)

@@ -118,11 +118,6 @@ type htmlWriter struct {
 func (r *Renderer) renderHTML(st *state, rec Record, subject []byte) {
 	w := &st.hw
 	w.b = w.b[:0]
-	w.path = w.path[:0]
-	w.lines, w.size, w.omitted = 0, 0, 0
-	w.stripe, w.keyWidth = false, false
-	w.titled = true // the top level has no title
-
 	w.b = append(w.b, htmlHead...)
 	w.b = appendHTMLText(w.b, subject)
 	w.b = append(w.b, htmlTitleBlock...)
@@ -132,12 +127,24 @@ func (r *Renderer) renderHTML(st *state, rec Record, subject []byte) {
 	w.b = append(w.b, " &middot; "...)
 	w.b = rec.Time.UTC().AppendFormat(w.b, time.RFC3339Nano)
 	w.b = append(w.b, htmlTableStart...)
+	w.recordRows(rec, r.dateKey, htmlMoreText)
+	w.b = append(w.b, htmlEnd...)
+	st.html = w.b
+}
 
+// recordRows writes the table rows of rec's fields (with its time under dateKey unless ""
+// or the record has that key), within the table's bounds, ending with a row counting the
+// values left out, if any, followed by moreText.
+func (w *htmlWriter) recordRows(rec Record, dateKey, moreText string) {
+	w.path = w.path[:0]
+	w.lines, w.size, w.omitted = 0, 0, 0
+	w.stripe, w.keyWidth = false, false
+	w.titled = true // the top level has no title
 	ents := w.stringMapEntries(rec.Fields, 0)
-	if r.dateKey != "" {
-		if _, ok := rec.Fields[r.dateKey]; !ok {
+	if dateKey != "" {
+		if _, ok := rec.Fields[dateKey]; !ok {
 			w.date = rec.Time
-			ents = append(ents, kv{r.dateKey, recordTime{}})
+			ents = append(ents, kv{dateKey, recordTime{}})
 			slices.SortFunc(ents, compareKV)
 			w.levels[0] = ents
 		}
@@ -146,11 +153,9 @@ func (r *Renderer) renderHTML(st *state, rec Record, subject []byte) {
 	if w.omitted > 0 {
 		w.b = append(w.b, htmlMoreRow...)
 		w.b = strconv.AppendInt(w.b, int64(w.omitted), 10)
-		w.b = append(w.b, htmlMoreText...)
+		w.b = append(w.b, moreText...)
 		w.b = append(w.b, htmlRowEnd...)
 	}
-	w.b = append(w.b, htmlEnd...)
-	st.html = w.b
 	for _, l := range w.levels {
 		clear(l) // the pooled state keeps no reference to the record
 	}

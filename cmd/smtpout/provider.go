@@ -33,12 +33,14 @@ func providerReport(w io.Writer, o fbconf.Output, cfg config.Config) (warnings i
 		warn("max_connections %d is above the %d connections this output uses for %s by default: the extra ones may be refused (Exchange answers 432 4.3.2; the plugin then opens fewer)",
 			cfg.MaxConnections, p.MaxConnections, p.Name)
 	}
+	// digest_window is a guard too: a storm costs one email per group per window.
 	switch {
+	case cfg.MaxEmailsPerMinute == 0 && cfg.DigestOn():
 	case cfg.MaxEmailsPerMinute == 0 && p.PerMinute > 0:
-		warn("no max_emails_per_minute: a storm of records runs into %s's %d messages per minute and then its daily recipient quota; set max_emails_per_minute %d or less",
+		warn("no max_emails_per_minute and no digest_window: a storm of records runs into %s's %d messages per minute and then its daily recipient quota; set digest_window (one email per group per window) or max_emails_per_minute %d or less",
 			p.Name, p.PerMinute, p.PerMinute)
 	case cfg.MaxEmailsPerMinute == 0:
-		warn("no max_emails_per_minute: a storm of records exhausts %s's daily sending limit within minutes, and nothing more is sent for up to a day; set max_emails_per_minute (2,000 recipients a day is about 1 email a minute to one recipient)",
+		warn("no max_emails_per_minute and no digest_window: a storm of records exhausts %s's daily sending limit within minutes, and nothing more is sent for up to a day; set digest_window (one email per group per window) or max_emails_per_minute (2,000 recipients a day is about 1 email a minute to one recipient)",
 			p.Name)
 	case p.PerMinute > 0 && cfg.MaxEmailsPerMinute > p.PerMinute:
 		warn("max_emails_per_minute %d is above %s's %d messages per minute", cfg.MaxEmailsPerMinute, p.Name, p.PerMinute)

@@ -26,7 +26,7 @@ func TestCheckProviderLimits(t *testing.T) {
 				`OK smtp.0: dest_host=smtp.office365.com:587 provider="Exchange Online"`, "max_connections=3 quota_pause=1m0s",
 				"smtp.0: Exchange Online limits (published):",
 				"- 3 concurrent connections per mailbox", "- 30 messages per minute", "- 10,000 recipients per rolling 24 h",
-				"[ warn] smtp.0: no max_emails_per_minute", "set max_emails_per_minute 30 or less",
+				"[ warn] smtp.0: no max_emails_per_minute and no digest_window", "set digest_window", "or max_emails_per_minute 30 or less",
 				"[ warn] smtp.0: records hit by a quota reply", "Retry_Limit no_limits",
 				"1 smtp output(s): 1 OK, 0 FAILED, 3 warning(s)", // and the plugin's Basic auth warning
 			},
@@ -36,6 +36,12 @@ func TestCheckProviderLimits(t *testing.T) {
 			conf:    output("    dest_host smtp.office365.com:587\n    is_starttls true\n    max_emails_per_minute 30\n    Retry_Limit no_limits\n"),
 			want:    []string{"max_connections=3", "Exchange Online limits (published):", "1 smtp output(s): 1 OK, 0 FAILED, 1 warning(s)"}, // the Basic auth one
 			notWant: []string{"[ warn] smtp.0:"},
+		},
+		{
+			name:    "Exchange Online with digests: digest_window is a guard",
+			conf:    output("    dest_host smtp.office365.com:587\n    is_starttls true\n    digest_window 10m\n    digest_by $host\n    Retry_Limit no_limits\n"),
+			want:    []string{"digest_window=10m0s digest_by=$host digest_max_records=1000", "Exchange Online limits (published):", "1 smtp output(s): 1 OK, 0 FAILED, 1 warning(s)"}, // the Basic auth one
+			notWant: []string{"[ warn] smtp.0:", "unknown key"},
 		},
 		{
 			name: "Exchange Online over its limits",
@@ -53,7 +59,7 @@ func TestCheckProviderLimits(t *testing.T) {
 			want: []string{
 				"provider=Gmail", "max_connections=2",
 				"smtp.0: Gmail limits (published):", "- about 2,000 recipients per user per rolling day",
-				"[ warn] smtp.0: no max_emails_per_minute: a storm of records exhausts Gmail's daily sending limit",
+				"[ warn] smtp.0: no max_emails_per_minute and no digest_window: a storm of records exhausts Gmail's daily sending limit",
 				"[ warn] smtp.0: records hit by a quota reply",
 				"1 smtp output(s): 1 OK, 0 FAILED, 3 warning(s)",
 			},

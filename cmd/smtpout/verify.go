@@ -16,6 +16,11 @@ the shared secret and compares it with the header in constant time. Each FILE is
 as saved by a mail client (.eml, RFC 5322); with no FILE, or FILE "-", one message is read
 from standard input. Prints "FILE: ok" or "FILE: FAILED: reason" per message.
 
+A digest (header X-Smtpout-Records) is checked over its application/x-ndjson part: the
+signature, the count, and each line a JSON object. It prints "FILE: digest of N records:
+signature OK" and, per line, the X-Smtpout-Signature that record's own email carried, so a
+line can be matched to a single email (search the mailbox for that header value).
+
 The secret comes from exactly one of --secret-file (surrounding white space, such as the
 final newline, is ignored, as Fluent Bit ignores it around secret_key), --secret-env, or the
 secret_key (or secret_key_file) of an output in a Fluent Bit configuration (-c, with
@@ -44,15 +49,16 @@ func runVerify(e *env, args []string) int {
 	}
 	failed := 0
 	for _, f := range files {
-		name, err := f, error(nil)
+		name, v, err := f, (*output.Verification)(nil), error(nil)
 		if f == "-" {
-			name, err = "(stdin)", output.Verify(e.stdin, secret)
+			name = "(stdin)"
+			v, err = output.VerifyEmail(e.stdin, secret)
 		} else if fh, oerr := os.Open(f); oerr != nil {
 			fmt.Fprintf(e.stdout, "%s: FAILED: cannot read: %v\n", name, unwrapPath(oerr))
 			failed++
 			continue
 		} else {
-			err = output.Verify(fh, secret)
+			v, err = output.VerifyEmail(fh, secret)
 			fh.Close()
 		}
 		if err != nil {
@@ -60,7 +66,11 @@ func runVerify(e *env, args []string) int {
 			failed++
 			continue
 		}
-		fmt.Fprintf(e.stdout, "%s: ok\n", name)
+		if !v.Digest {
+			fmt.Fprintf(e.stdout, "%s: ok\n", name)
+			continue
+		}
+		printDigest(e, name, v)
 	}
 	if failed > 0 {
 		if len(files) > 1 {
@@ -69,6 +79,19 @@ func runVerify(e *env, args []string) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// printDigest prints a verified digest: its count, then per line the signature the record's
+// single email carried, to find that email (or show that none was sent).
+func printDigest(e *env, name string, v *output.Verification) {
+	records := "records"
+	if len(v.Lines) == 1 {
+		records = "record"
+	}
+	fmt.Fprintf(e.stdout, "%s: digest of %d %s: signature OK\n", name, len(v.Lines), records)
+	for i, l := range v.Lines {
+		fmt.Fprintf(e.stdout, "  line %d: single email %s: %s\n", i+1, output.SignatureHeader, l.Signature)
+	}
 }
 
 // readSecret returns the shared secret from the one source given. The value is never

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +134,97 @@ func dropHeader(t *testing.T, msg []byte, name string) []byte {
 		t.Fatalf("header %s not found", name)
 	}
 	return append(res, body...)
+}
+
+// renderDigest renders a digest of records with the plugin's renderer and returns it with
+// the single emails of its records.
+func renderDigest(t *testing.T, secret string, readable bool, records []map[string]any) ([]byte, []*output.Email) {
+	t.Helper()
+	cfg, err := config.Parse(config.MapGetter{
+		"dest_host": "smtp.corp.com", "dest_email": "soc@corp.com", "from_email": "alerts@corp.com",
+		"secret_key": secret, "is_readable": map[bool]string{true: "true", false: "false"}[readable],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := output.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members []output.DigestMember
+	var singles []*output.Email
+	for i, fields := range records {
+		rec := output.Record{Tag: "app.alerts", Time: time.Date(2026, 11, 27, 10, 0, i, 0, time.UTC), Fields: fields}
+		e, err := r.Render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		singles = append(singles, e)
+		members = append(members, output.DigestMember{MessageID: e.MessageID, Tag: rec.Tag, Time: rec.Time, Payload: e.Payload})
+	}
+	d, err := r.RenderDigest(output.Digest{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Data, singles
+}
+
+// TestVerifyDigest: a digest prints its count and, per line, the signature its single email
+// carried; a tampered digest fails; single emails print as before.
+func TestVerifyDigest(t *testing.T) {
+	dir := t.TempDir()
+	recs := []map[string]any{
+		{"msg": "intrusion detected on host-17", "severity": int64(9)},
+		{"msg": "intrusion detected on host-18", "severity": int64(7)},
+		{"msg": "intrusion detected on host-19", "severity": int64(9)},
+	}
+	machine, singles := renderDigest(t, testSecret, false, recs)
+	readable, _ := renderDigest(t, testSecret, true, recs[:1])
+	// A soft line break of the quoted-printable part may fall anywhere in "host-18".
+	tampered := regexp.MustCompile(`h(=\r\n)?o(=\r\n)?s(=\r\n)?t(=\r\n)?-(=\r\n)?1(=\r\n)?8`).
+		ReplaceAllFunc(machine, func(m []byte) []byte { return bytes.Replace(m, []byte("8"), []byte("9"), 1) })
+	if bytes.Equal(tampered, machine) {
+		t.Fatal("the digest does not hold the text the test tampers with")
+	}
+	single := renderEmail(t, testSecret, false, recs[0])
+	files := map[string]string{
+		"machine":  writeFile(t, dir, "machine.eml", string(machine)),
+		"readable": writeFile(t, dir, "readable.eml", string(readable)),
+		"tampered": writeFile(t, dir, "tampered.eml", string(tampered)),
+		"single":   writeFile(t, dir, "single.eml", string(single)),
+	}
+	secretFile := writeFile(t, dir, "secret", testSecret+"\n")
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"machine digest and a single email", []string{files["machine"], files["single"]}, exitOK, []string{
+			files["machine"] + ": digest of 3 records: signature OK\n",
+			"  line 1: single email X-Smtpout-Signature: " + singles[0].Signature + "\n",
+			"  line 2: single email X-Smtpout-Signature: " + singles[1].Signature + "\n",
+			"  line 3: single email X-Smtpout-Signature: " + singles[2].Signature + "\n",
+			files["single"] + ": ok\n",
+		}},
+		{"readable digest of one record", []string{files["readable"]}, exitOK, []string{
+			files["readable"] + ": digest of 1 record: signature OK\n",
+			"  line 1: single email X-Smtpout-Signature: " + singles[0].Signature + "\n",
+		}},
+		{"tampered digest", []string{files["tampered"], files["machine"]}, exitFail, []string{
+			files["tampered"] + ": FAILED: signature does not match the payload",
+			files["machine"] + ": digest of 3 records: signature OK",
+			"1 of 2 message(s) FAILED",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCmd(t, nil, "", append([]string{"verify", "--secret-file", secretFile}, tc.args...)...)
+			if r.code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.wantCode, r.stdout, r.stderr)
+			}
+			assertInOrder(t, r.stdout, tc.want)
+			assertNoSecrets(t, r, testSecret)
+		})
+	}
 }

@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/smtpout/smtpout/chunk"
-
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/journal"
 	"github.com/smtpout/smtpout/mailer"
@@ -366,18 +364,8 @@ func BenchmarkFlushLedger(b *testing.B) {
 				}
 			}
 			defer in.Close()
-			chunks := make([][]byte, b.N)
-			for c := range chunks {
-				var e chunk.Encoder
-				for i := range 100 {
-					e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
-						"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
-					})
-				}
-				chunks[c] = e.Bytes()
-			}
-			var ru0, ru1 syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			chunks := benchChunks(b.N)
+			cpu := startCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if code, st := in.Flush("bench", chunks[i]); code != FLBOK || st.Delivered != 100 {
@@ -385,9 +373,7 @@ func BenchmarkFlushLedger(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-			b.ReportMetric(float64(cpu)/1e3/float64(100*b.N), "cpu-µs/email")
+			b.ReportMetric(float64(cpu())/1e3/float64(100*b.N), "cpu-µs/email")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(100*b.N), "µs/email")
 		})
 	}

@@ -7,9 +7,11 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
@@ -33,7 +35,11 @@ func testConfig() config.Config {
 }
 
 // renderer is the real renderer, failing on purpose for records that have a "fail" field.
-type renderer struct{ r *output.Renderer }
+type renderer struct {
+	r       *output.Renderer
+	mu      sync.Mutex
+	digests map[string]output.Digest // Message-ID -> what RenderDigest was given
+}
 
 func newRenderer(t testing.TB) *renderer {
 	t.Helper()
@@ -51,13 +57,41 @@ func (r *renderer) Render(rec output.Record) (*output.Email, error) {
 	return r.r.Render(rec)
 }
 
+// GroupValues is the real renderer's.
+func (r *renderer) GroupValues(rec output.Record, by []config.Template) []output.GroupValue {
+	return r.r.GroupValues(rec, by)
+}
+
+// RenderDigest is the real renderer's and remembers every digest it rendered.
+func (r *renderer) RenderDigest(d output.Digest) (*output.Email, error) {
+	e, err := r.r.RenderDigest(d)
+	if err == nil {
+		r.mu.Lock()
+		if r.digests == nil {
+			r.digests = make(map[string]output.Digest)
+		}
+		r.digests[e.MessageID] = d
+		r.mu.Unlock()
+	}
+	return e, err
+}
+
+// digest returns the digest rendered as the email id, and whether there was one.
+func (r *renderer) digest(id string) (output.Digest, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.digests[id]
+	return d, ok
+}
+
 // sender is a fake mailer: decide chooses each message's result (Delivered when nil); block,
 // when set, makes Send wait until it is closed or the context ends (then every message is a
 // Retry, as a real mailer reports an abandoned send).
 type sender struct {
 	mu      sync.Mutex
 	decide  func(m mailer.Message, attempt int) mailer.Result
-	sent    map[string]int // Message-ID -> sends
+	sent    map[string]int    // Message-ID -> sends
+	data    map[string][]byte // Message-ID -> the message last sent
 	order   []string
 	calls   int
 	closed  int
@@ -65,7 +99,7 @@ type sender struct {
 	entered chan struct{} // receives once per Send call, when set
 }
 
-func newSender() *sender { return &sender{sent: make(map[string]int)} }
+func newSender() *sender { return &sender{sent: make(map[string]int), data: make(map[string][]byte)} }
 
 func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Result {
 	s.mu.Lock()
@@ -91,6 +125,7 @@ func (s *sender) Send(ctx context.Context, msgs []mailer.Message) []mailer.Resul
 	out := make([]mailer.Result, len(msgs))
 	for i, m := range msgs {
 		s.sent[m.ID]++
+		s.data[m.ID] = m.Data
 		s.order = append(s.order, m.ID)
 		if s.decide != nil {
 			out[i] = s.decide(m, s.sent[m.ID])
@@ -186,4 +221,32 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// benchChunks returns n chunks of 100 distinct detections each, as the flush
+// benchmarks send them.
+func benchChunks(n int) [][]byte {
+	chunks := make([][]byte, n)
+	for c := range chunks {
+		var e chunk.Encoder
+		for i := range 100 {
+			e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
+				"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
+			})
+		}
+		chunks[c] = e.Bytes()
+	}
+	return chunks
+}
+
+// startCPU returns a function giving the CPU time (user and system) this process used since
+// startCPU was called, in nanoseconds.
+func startCPU() func() int64 {
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	return func() int64 {
+		var ru1 syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+		return ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+	}
 }

@@ -78,11 +78,14 @@ type Options struct {
 	// SkipLedgerFile: Open checks ledger_dir but neither opens nor locks the ledger in it
 	// (smtpout check, while Fluent Bit may hold it).
 	SkipLedgerFile bool
+	// Digests turns digests on (digest.go) when its DigestWindow is set and the Renderer is a
+	// DigestRenderer. Open sets it from digest_window, digest_by and digest_max_records.
+	Digests config.Digests
 }
 
 // Stats counts what flushes did. Every record handed to Flush ends in exactly one of
-// Delivered, Rejected, Retried, Held, Skipped, Duplicates or Dropped; Malformed counts chunk
-// entries that were not records.
+// Delivered, Rejected, Retried, Held, Skipped, Duplicates, Dropped or Digested; Malformed
+// counts chunk entries that were not records.
 type Stats struct {
 	Records    int // records decoded from the chunk
 	Delivered  int // emails accepted by the server for at least one recipient
@@ -103,6 +106,12 @@ type Stats struct {
 	// (mailer.QuotaOf), the connection limit's included: all are retried, none rejected.
 	// They are among Retried (or Delivered, for a recipient refused so).
 	QuotaReplies int
+	// Digested counts records taken into the plugin's custody for their group's digest
+	// (digest_window): settled in the ledger, sent later in a digest email (DigestsSent).
+	Digested int
+	// DigestsSent and DigestRecords count the digest emails delivered and the records they
+	// carried. Digests go out between flushes: only Total has them.
+	DigestsSent, DigestRecords int
 	// Latencies are the delivery times of this flush's delivered emails, as the Sender timed
 	// them (mailer.Result.Elapsed; untimed results are left out). Per flush only: Total
 	// leaves it empty.
@@ -122,6 +131,7 @@ func (s *Stats) add(o Stats) {
 	s.Bytes += o.Bytes
 	s.Held += o.Held
 	s.QuotaReplies += o.QuotaReplies
+	s.Digested += o.Digested
 }
 
 // Instance is one running smtp output. Flush is safe for concurrent use (Fluent Bit's
@@ -135,6 +145,7 @@ type Instance struct {
 	guard           *guard             // nil when the storm guard is off
 	quota           *quotaPause        // the pause after quota replies (quota.go)
 	dead            *deadletter.Writer // nil without dead_letter_dir
+	dig             *digests           // nil when digests are off (digest.go)
 
 	flushTimeout time.Duration
 	stopped      func() time.Time // Options.StopSignalled; nil: never
@@ -184,6 +195,9 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 		cancel: cancel,
 	}
 	in.idle = sync.NewCond(&in.mu)
+	if in.dig = newDigests(opt.Digests, r, opt.Now); in.dig != nil {
+		go in.digestLoop()
+	}
 	return in
 }
 
@@ -227,6 +241,9 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	if opt.QuotaPause == 0 {
 		opt.QuotaPause = cfg.QuotaPause
 	}
+	if !opt.Digests.DigestOn() {
+		opt.Digests = cfg.Digests
+	}
 	useDisk := cfg.LedgerDir != "" && !opt.SkipLedgerFile
 	if useDisk {
 		opt.LedgerSize = max(opt.LedgerSize, cfg.LedgerMaxEntries)
@@ -262,11 +279,14 @@ func splitErrors(err error) []error {
 	return out
 }
 
-// Total returns the counts of every flush so far.
+// Total returns the counts of every flush so far, and of the digests delivered.
 func (in *Instance) Total() Stats {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.total
+	t := in.total
+	in.mu.Unlock()
+	sent, recs := in.DigestStats()
+	t.DigestsSent, t.DigestRecords = int(sent), int(recs)
+	return t
 }
 
 // Dials returns how many SMTP connections the Sender has opened so far (0 when it does not
@@ -296,6 +316,10 @@ type pending struct {
 	email *output.Email
 	entry int       // index of the record in the chunk, counting records only
 	at    time.Time // the record's timestamp
+	// group and values are the record's digest group (groupKey, digest_by), when digests
+	// are on.
+	group  string
+	values []output.GroupValue
 }
 
 // Flush delivers every record of one chunk and returns the Fluent Bit code: FLBRetry when
@@ -321,6 +345,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	ctx, cancel := in.budget()
 	defer cancel()
 	defer func() {
+		in.syncDigests() // the records taken for digests, before the ledger settling them
 		if in.disk != nil {
 			in.disk.sync() // before Fluent Bit hears the result, even after a panic
 		}
@@ -334,6 +359,11 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}()
 
 	batch, retry := in.collect(tag, data, &st)
+	if in.dig != nil && len(batch) > 0 && !in.budgetSpent() {
+		// The records of busy groups wait for a digest; once the stop budget is spent nothing
+		// could send them, so they go back to Fluent Bit below.
+		batch = in.takeDigested(tag, batch, &st)
+	}
 	sending := false
 	defer func() {
 		// A panic before sendBatch owns the claims must not leave them behind: the records
@@ -383,9 +413,9 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 	}
 	if in.log.Enabled(LevelDebug) {
 		in.log.Log(LevelDebug, fmt.Sprintf(
-			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d held=%d",
+			"flush tag=%q bytes=%d records=%d delivered=%d rejected=%d retry=%d skipped=%d duplicates=%d dropped=%d malformed=%d held=%d digested=%d",
 			tag, len(data), st.Records, st.Delivered, st.Rejected, st.Retried, st.Skipped,
-			st.Duplicates, st.Dropped, st.Malformed, st.Held))
+			st.Duplicates, st.Dropped, st.Malformed, st.Held, st.Digested))
 	}
 	if retry {
 		return FLBRetry, st
@@ -479,7 +509,8 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 		}
 		idx := st.Records
 		st.Records++
-		email, err := in.render.Render(output.Record{Tag: tag, Time: e.Time, Fields: e.Record})
+		rec := output.Record{Tag: tag, Time: e.Time, Fields: e.Record}
+		email, err := in.render.Render(rec)
 		if err != nil {
 			st.Dropped++
 			in.log.Log(LevelError, fmt.Sprintf(
@@ -512,7 +543,12 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			if to := in.owed.get(email.MessageID); to != nil {
 				email.Recipients = to // the others have it already
 			}
-			batch = append(batch, pending{email: email, entry: idx, at: e.Time})
+			p := pending{email: email, entry: idx, at: e.Time}
+			if in.dig != nil {
+				p.values = in.dig.render.GroupValues(rec, in.dig.by)
+				p.group = groupKey(p.values)
+			}
+			batch = append(batch, p)
 		}
 	}
 	if busy > 0 {
@@ -726,11 +762,18 @@ func (in *Instance) Close() error {
 		in.idle.Wait()
 	}
 	in.mu.Unlock()
+	if in.dig != nil {
+		in.closeDigests() // what waits goes out within flush_timeout
+	}
 	err := in.send.Close()
 	t := in.Total()
-	in.log.Log(LevelInfo, fmt.Sprintf(
+	msg := fmt.Sprintf(
 		"stopped: records=%d delivered=%d rejected=%d retried=%d skipped=%d dropped=%d malformed=%d recipients_rejected=%d",
-		t.Records, t.Delivered, t.Rejected, t.Retried, t.Skipped, t.Dropped, t.Malformed, t.RecipientsRejected))
+		t.Records, t.Delivered, t.Rejected, t.Retried, t.Skipped, t.Dropped, t.Malformed, t.RecipientsRejected)
+	if in.dig != nil {
+		msg += fmt.Sprintf(" digested=%d digests=%d digest_records=%d", t.Digested, t.DigestsSent, t.DigestRecords)
+	}
+	in.log.Log(LevelInfo, msg)
 	if err != nil {
 		in.log.Log(LevelWarn, "closing SMTP connections: "+err.Error())
 	}

@@ -655,16 +655,7 @@ func BenchmarkFlush(b *testing.B) {
 	s := newSender()
 	in := NewInstance(newRenderer(b), s, &recorder{Max: LevelInfo}, Options{})
 	defer in.Close()
-	chunks := make([][]byte, 64)
-	for c := range chunks {
-		var e chunk.Encoder
-		for i := range 100 {
-			e.AppendV2(t0.Add(time.Duration(c*100+i)), nil, map[string]any{
-				"host": "web-1", "level": "warning", "msg": "failed login for user admin from 203.0.113.9", "i": i,
-			})
-		}
-		chunks[c] = e.Bytes()
-	}
+	chunks := benchChunks(64)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(chunks[0])))
 	for i := 0; b.Loop(); i++ {
