@@ -19,6 +19,7 @@ import (
 
 	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/deadletter"
+	"github.com/smtpout/smtpout/internal/spool"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
 )
@@ -47,21 +48,15 @@ const (
 // digestKey is the key under which the digest retry warning is rate-limited (repeats).
 const digestKey = "\x00digest retry "
 
-// spoolRecord is one record waiting for its group's digest, as the digest store keeps it
-// (internal/spool's Record).
-type spoolRecord struct {
-	Seq       uint64 // assigned by the store's Add; 0 without a store
-	Group     string // the group key (groupKey)
-	MessageID string // the record's single-email Message-ID
-	Tag       string
-	Time      time.Time
-	Payload   []byte // the record's JSON payload
-}
+// spoolRecord is one record waiting for its group's digest (Seq 0 without a store; Group is
+// groupKey's).
+type spoolRecord = spool.Record
 
 // spoolRoot is a group's thread root: the Message-ID of its first email of a UTC day.
-type spoolRoot struct{ Group, Day, MessageID string }
+type spoolRoot = spool.Root
 
-// digestStore keeps waiting records and thread roots on disk, in ledger_dir (internal/spool).
+// digestStore keeps waiting records and thread roots on disk, in ledger_dir
+// (*spool.Spool; tests use a fake).
 type digestStore interface {
 	Add(r spoolRecord) (uint64, error)
 	Done(seqs ...uint64) error
@@ -209,9 +204,13 @@ func (in *Instance) setRootLocked(key string, g *digestGroup, id, day string) {
 }
 
 // digestStoreFailed reports a failed write to the digest store in ledger_dir.
-func (in *Instance) digestStoreFailed(err error) {
+func (in *Instance) digestStoreFailed(err error) { in.digestStoreFailedAt(in.dig.storePath, err) }
+
+// digestStoreFailedAt reports a failed write to the digest store at path: counted with the
+// ledger's (ledger_write_errors_total) and logged at most once per repeat window.
+func (in *Instance) digestStoreFailedAt(path string, err error) {
 	in.ledgerErrs.Add(1)
-	in.logQuiet(LevelError, fmt.Sprintf("digest: cannot write to %s: %v; records that cannot be kept there are sent on their own", in.dig.storePath, err))
+	in.logQuiet(LevelError, fmt.Sprintf("digest: cannot write to %s: %v; records that cannot be kept there are sent on their own, and after a restart a delivered digest may be sent again", path, err))
 }
 
 // takeDigested splits a flush's claimed emails: an email of a quiet group goes out now (the
@@ -269,6 +268,10 @@ func (in *Instance) keepLocked(tag string, p pending) (spoolRecord, bool) {
 	}
 	if d.store != nil {
 		seq, err := d.store.Add(r)
+		if errors.Is(err, spool.ErrFull) {
+			in.logQuiet(LevelWarn, fmt.Sprintf("digest: %v: further records of busy groups are sent on their own", err))
+			return r, false
+		}
 		if err != nil {
 			in.digestStoreFailed(err)
 			return r, false

@@ -126,6 +126,11 @@ func (in *Instance) openDurable(cfg config.Config, now func() time.Time) (ok boo
 			"ledger: %s: removed a damaged tail of %d bytes (%s), kept the %d good records before it; emails settled in the damaged part may be sent again",
 			rep.Path, rep.Cut, rep.Reason, rep.Loaded+rep.Expired))
 	}
+	if in.dig != nil && !in.openDigestSpool(cfg, d.name, now) {
+		_, _ = d.close()
+		in.disk = nil
+		return false
+	}
 	if rep.SyncErr != nil {
 		d.failed(rep.SyncErr)
 	}
@@ -195,6 +200,7 @@ func (in *Instance) removeStale(now time.Time) {
 		if err != nil {
 			in.log.Log(LevelWarn, "ledger: removing unused ledger files: "+err.Error())
 		}
+		in.digestSpoolsLeft(dir) // never removed while they hold records: warned about
 	}
 }
 
