@@ -127,6 +127,7 @@ fuzz:
 	$(GO) test ./chunk -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzReadableHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./output -run '^$$' -fuzz '^FuzzDigestHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
@@ -139,11 +140,13 @@ soak-restarts: smtpout.so mailpit
 	@test -n "$(FLUENT_BIT)" || { echo "soak-restarts: set FLUENT_BIT=/path/to/fluent-bit"; exit 2; }
 	SMTPOUT_SOAK_RESTARTS=1 FLUENT_BIT=$(FLUENT_BIT) MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -run '^TestSoakRestarts$$' -timeout 15m -v ./test
 
-# The README's screenshots of the readable email (docs/readable-*.png), taken by the browser
-# test (TestReadableInBrowser) with headless Chromium (Debian package chromium).
+# The README's screenshots of the readable email (docs/readable-*.png) and of a digest on a
+# phone (docs/digest-phone.png), taken by the browser tests (TestReadableInBrowser,
+# TestDigestInBrowser) with headless Chromium (Debian package chromium).
 docs-screenshots:
 	mkdir -p docs
 	SMTPOUT_REQUIRE_BROWSER=1 SMTPOUT_DOCS_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestReadableInBrowser$$/^detection$$' ./output
+	SMTPOUT_REQUIRE_BROWSER=1 SMTPOUT_DOCS_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDigestInBrowser$$/^phone$$' ./output
 
 clean:
 	rm -f smtpout.so smtpout.h smtpout

@@ -21,21 +21,9 @@ import (
 // It needs Chromium: skipped without it, failed without it when SMTPOUT_REQUIRE_BROWSER=1.
 func TestReadableInBrowser(t *testing.T) {
 	b := chromium.Start(t)
-	dir := os.Getenv("SMTPOUT_SCREENSHOTS")
-	if dir == "" {
-		dir = t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	docs := os.Getenv("SMTPOUT_DOCS_SCREENSHOTS")
+	dir, docs := screenshotDirs(t)
 	pages := t.TempDir()
 	r := mustRenderer(t, testConfig(true))
-	type view struct {
-		name          string
-		width, height int
-		scale         float64
-		mobile, dark  bool
-	}
 	views := []view{
 		{"phone", 360, 780, 1, true, false},
 		{"phone-dark", 360, 780, 1, true, true},
@@ -64,29 +52,7 @@ func TestReadableInBrowser(t *testing.T) {
 					continue // one dark view is enough to see the colours
 				}
 				t.Run(v.name, func(t *testing.T) {
-					pg := b.NewPage(t)
-					if err := pg.Emulate(v.width, v.height, v.scale, v.mobile, v.dark); err != nil {
-						t.Fatal(err)
-					}
-					if err := pg.Navigate(u); err != nil {
-						t.Fatal(err)
-					}
-					var m struct {
-						ScrollWidth, InnerWidth, Height int
-						MaxKey                          float64
-						Keys                            int
-						Text                            string
-						Dark                            bool
-					}
-					if err := pg.Eval(measureJS, &m); err != nil {
-						t.Fatal(err)
-					}
-					if m.InnerWidth != v.width || m.Dark != v.dark {
-						t.Fatalf("emulation: innerWidth %d dark %v, want %d %v", m.InnerWidth, m.Dark, v.width, v.dark)
-					}
-					if m.ScrollWidth > m.InnerWidth {
-						t.Errorf("the page scrolls sideways: scrollWidth %d > innerWidth %d", m.ScrollWidth, m.InnerWidth)
-					}
+					pg, m := loadPage(t, b, u, v)
 					if m.Keys == 0 {
 						t.Errorf("no key cells")
 					}
@@ -99,35 +65,95 @@ func TestReadableInBrowser(t *testing.T) {
 							t.Errorf("the visible text lacks the value %.80q", l)
 						}
 					}
-					h := min(m.Height, maxShot)
-					png, err := pg.Screenshot(v.width, h)
-					if err != nil {
-						t.Fatal(err)
-					}
 					out := filepath.Join(dir, "readable-"+tc.name+"-"+v.name+".png")
-					if err := os.WriteFile(out, png, 0o644); err != nil {
-						t.Fatal(err)
-					}
+					screenshot(t, pg, out, v.width, min(m.Height, maxShot))
 					t.Logf("%s: %dx%d CSS px, scrollWidth %d, widest key %.0f px", out, v.width, m.Height, m.ScrollWidth, m.MaxKey)
 					if docs != "" && tc.name == "detection" {
-						// The README shows the first screen and a half, phones at their scale.
-						if v.mobile {
-							if err := pg.Emulate(v.width, v.height, 2, v.mobile, v.dark); err != nil {
-								t.Fatal(err)
-							}
-						}
-						png, err := pg.Screenshot(v.width, min(m.Height, v.height*3/2))
-						if err != nil {
-							t.Fatal(err)
-						}
-						if err := os.WriteFile(filepath.Join(docs, "readable-"+v.name+".png"), png, 0o644); err != nil {
-							t.Fatal(err)
-						}
+						docsScreenshot(t, pg, filepath.Join(docs, "readable-"+v.name+".png"), v, m)
 					}
 				})
 			}
 		})
 	}
+}
+
+// screenshotDirs returns where the browser tests write screenshots ($SMTPOUT_SCREENSHOTS,
+// made if need be, or a temporary directory) and the README's ($SMTPOUT_DOCS_SCREENSHOTS,
+// "" for none).
+func screenshotDirs(t *testing.T) (dir, docs string) {
+	t.Helper()
+	dir = os.Getenv("SMTPOUT_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, os.Getenv("SMTPOUT_DOCS_SCREENSHOTS")
+}
+
+// view is a browser window a page is shown in.
+type view struct {
+	name          string
+	width, height int
+	scale         float64
+	mobile, dark  bool
+}
+
+// pageMetrics is what measureJS reads from a page.
+type pageMetrics struct {
+	ScrollWidth, InnerWidth, Height int
+	MaxKey                          float64
+	Keys                            int
+	Text                            string
+	Dark                            bool
+}
+
+// loadPage loads u in a new page of b shown in v and measures it. It stops the test when the
+// emulation did not take, and fails it when the page scrolls sideways.
+func loadPage(t *testing.T, b *chromium.Browser, u string, v view) (*chromium.Page, pageMetrics) {
+	t.Helper()
+	pg := b.NewPage(t)
+	if err := pg.Emulate(v.width, v.height, v.scale, v.mobile, v.dark); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Navigate(u); err != nil {
+		t.Fatal(err)
+	}
+	var m pageMetrics
+	if err := pg.Eval(measureJS, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.InnerWidth != v.width || m.Dark != v.dark {
+		t.Fatalf("emulation: innerWidth %d dark %v, want %d %v", m.InnerWidth, m.Dark, v.width, v.dark)
+	}
+	if m.ScrollWidth > m.InnerWidth {
+		t.Errorf("the page scrolls sideways: scrollWidth %d > innerWidth %d", m.ScrollWidth, m.InnerWidth)
+	}
+	return pg, m
+}
+
+// screenshot writes a PNG of the page's top width x height CSS pixels to file.
+func screenshot(t *testing.T, pg *chromium.Page, file string, width, height int) {
+	t.Helper()
+	png, err := pg.Screenshot(width, height)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// docsScreenshot writes the README's screenshot of the page (shown in v, measured as m) to
+// file: the first screen and a half, a phone at its scale.
+func docsScreenshot(t *testing.T, pg *chromium.Page, file string, v view, m pageMetrics) {
+	t.Helper()
+	if v.mobile {
+		if err := pg.Emulate(v.width, v.height, 2, v.mobile, v.dark); err != nil {
+			t.Fatal(err)
+		}
+	}
+	screenshot(t, pg, file, v.width, min(m.Height, v.height*3/2))
 }
 
 // maxShot caps the height of a screenshot, in CSS pixels.

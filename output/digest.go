@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/smtpout/smtpout/config"
@@ -83,7 +85,7 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 		}
 		size += len(m.Payload) + 1
 	}
-	id := DigestMessageID(d.Members, r.domain)
+	id := r.DigestMessageID(d.Members)
 
 	// The NDJSON part's content, and the signature over exactly those bytes.
 	ndjson := make([]byte, 0, size)
@@ -98,26 +100,25 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	sig := append(sigb[:0], "sha256="...)
 	sig = hex.AppendEncode(sig, st.mac.Sum(st.sum[:0]))
 
-	firstRec := decodeMember(first)
+	// The first record's fields are decoded when the subject or the HTML shows them.
+	firstRec := Record{Tag: first.Tag, Time: first.Time}
+	if r.readable || r.subjectHasKeys {
+		firstRec = decodeMember(first)
+	}
 	st.subj = r.appendSubject(st.subj[:0], firstRec, &st.enc)
 	sum := summarize(d)
 
-	out := st.out[:0]
-	if d.ThreadRoot != "" {
-		out = append(out, "In-Reply-To: <"...)
-		out = append(out, d.ThreadRoot...)
-		out = append(out, ">\r\nReferences: <"...)
-		out = append(out, d.ThreadRoot...)
-		out = append(out, ">\r\n"...)
+	// The email is written straight into the buffer it is returned in, sized for the NDJSON
+	// in quoted-printable (about 4 % more for JSON text) and the rest.
+	var html []byte
+	if r.readable {
+		html = r.digestHTML(st, d, &sum, firstRec)
 	}
-	out = append(out, "Date: "...)
-	out = d.Members[len(d.Members)-1].Time.UTC().AppendFormat(out, dateLayout)
-	out = append(out, "\r\n"...)
-	out = append(out, r.headers...)
-	out = appendTextHeader(out, "Subject", st.subj)
-	out = append(out, "Message-ID: <"...)
-	out = append(out, id...)
-	out = append(out, ">\r\nMIME-Version: 1.0\r\n"...)
+	out := make([]byte, 0, 4<<10+len(ndjson)+len(ndjson)/16+len(html)+len(html)/8)
+	if d.ThreadRoot != "" {
+		out = appendThread(out, d.ThreadRoot)
+	}
+	out = appendHead(out, d.Members[len(d.Members)-1].Time, r.headers, st.subj, id)
 	mixed := boundaryFor([]byte(id[:32]))
 	out = append(out, "Content-Type: multipart/mixed; boundary=\""...)
 	out = append(out, mixed...)
@@ -129,64 +130,45 @@ func (r *Renderer) RenderDigest(d Digest) (e *Email, err error) {
 	out = strconv.AppendInt(out, int64(len(d.Members)), 10)
 	out = append(out, "\r\n"+SignatureHeader+": "...)
 	out = append(out, sig...)
-	out = append(out, "\r\n\r\n--"...)
-	out = append(out, mixed...)
-	out = append(out, "\r\n"...)
+	out = append(out, "\r\n\r\n"...)
 	text := sum.appendText(nil, st.subj)
 	if r.readable {
 		alt := "=_smtpout_alt_" + id[:32]
-		out = append(out, "Content-Type: multipart/alternative;\r\n boundary=\""...)
+		out = append(out, "--"...)
+		out = append(out, mixed...)
+		out = append(out, "\r\nContent-Type: multipart/alternative;\r\n boundary=\""...)
 		out = append(out, alt...)
-		out = append(out, "\"\r\n\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "\r\nContent-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, text, true)
-		out = append(out, "\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, r.digestHTML(st, d, &sum, firstRec), true)
-		out = append(out, "\r\n--"...)
-		out = append(out, alt...)
-		out = append(out, "--\r\n"...)
+		out = append(out, "\"\r\n\r\n"...)
+		out = appendAlternative(out, alt, text, true, html)
 	} else {
-		out = append(out, "Content-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, text, true)
+		out = appendPart(out, mixed, textPartHeader, text, true)
 	}
-	out = append(out, "\r\n--"...)
-	out = append(out, mixed...)
-	out = append(out, "\r\nContent-Type: "+NDJSONType+"; charset=UTF-8\r\n"+
+	out = appendPart(out, mixed, "Content-Type: "+NDJSONType+"; charset=UTF-8\r\n"+
 		"Content-Transfer-Encoding: quoted-printable\r\n"+
-		"Content-Disposition: attachment;\r\n filename=\""...)
-	out = append(out, DigestFilename(d.Members)...)
-	out = append(out, "\"\r\n\r\n"...)
-	out = appendQP(out, ndjson, false)
-	out = append(out, "\r\n--"...)
+		"Content-Disposition: attachment;\r\n filename=\""+DigestFilename(d.Members)+"\"\r\n", ndjson, false)
+	out = append(out, "--"...)
 	out = append(out, mixed...)
 	out = append(out, "--\r\n"...)
-	st.out = out
 
 	recips := make([]string, len(r.recipients))
 	copy(recips, r.recipients)
-	data := bytes.Clone(out)
 	return &Email{
 		MessageID:   id,
 		From:        r.from,
 		Recipients:  recips,
-		Data:        data[:len(data):len(data)],
+		Data:        out[:len(out):len(out)],
 		Signature:   string(sig),
 		PayloadSize: len(ndjson),
 		Payload:     ndjson,
 	}, nil
 }
 
-// DigestMessageID returns the Message-ID (without angle brackets) of the digest of members:
-// the first 16 bytes of SHA-256 over the members' Message-IDs in order, NUL-separated, in
-// hex, "@" and domain. The same members always give the same ID, so a digest sent again
-// after a crash carries the Message-ID of the one that may have been delivered.
-func DigestMessageID(members []DigestMember, domain string) string {
+// DigestMessageID returns the Message-ID (without angle brackets) RenderDigest gives the
+// digest of members: the first 16 bytes of SHA-256 over the members' Message-IDs in order,
+// NUL-separated, in hex, "@" and the domain of from_email. The same members always give the
+// same ID, so a digest sent again after a crash carries the Message-ID of the one that may
+// have been delivered.
+func (r *Renderer) DigestMessageID(members []DigestMember) string {
 	h := sha256.New()
 	for i, m := range members {
 		if i > 0 {
@@ -195,7 +177,7 @@ func DigestMessageID(members []DigestMember, domain string) string {
 		h.Write([]byte(m.MessageID))
 	}
 	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16]) + "@" + domain
+	return hex.EncodeToString(h.Sum(sum[:0])[:16]) + "@" + r.domain
 }
 
 // DigestFilename returns the file name of a digest's NDJSON attachment:
@@ -250,7 +232,7 @@ func summarize(d Digest) digestSummary {
 		if m.Time.After(s.last) {
 			s.last = m.Time
 		}
-		if !s.moreTags && !containsString(s.tagList, m.Tag) {
+		if !s.moreTags && !slices.Contains(s.tagList, m.Tag) {
 			if len(s.tagList) == maxTags {
 				s.moreTags = true
 			} else {
@@ -259,16 +241,6 @@ func summarize(d Digest) digestSummary {
 		}
 	}
 	return s
-}
-
-// containsString reports whether list holds s.
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tags returns the X-Fluent-Tag value of a digest: its distinct tags, comma-separated.
@@ -324,10 +296,7 @@ func (s *digestSummary) appendSpan(b []byte) []byte {
 
 // groupKeyText returns a digest_by key as the summary names it: without its leading "$".
 func groupKeyText(key string) string {
-	if len(key) > 1 && key[0] == '$' {
-		return key[1:]
-	}
-	return key
+	return strings.TrimPrefix(key, "$")
 }
 
 // appendText appends the text/plain summary part of a digest.
@@ -364,12 +333,16 @@ func Thread(data []byte, root string) []byte {
 		return data
 	}
 	out := make([]byte, 0, len(data)+2*len(root)+32)
+	return append(appendThread(out, root), data...)
+}
+
+// appendThread appends In-Reply-To and References headers naming root.
+func appendThread(out []byte, root string) []byte {
 	out = append(out, "In-Reply-To: <"...)
 	out = append(out, root...)
 	out = append(out, ">\r\nReferences: <"...)
 	out = append(out, root...)
-	out = append(out, ">\r\n"...)
-	return append(out, data...)
+	return append(out, ">\r\n"...)
 }
 
 // MaxDigestPayload is the most NDJSON, in bytes (payloads and their line breaks), that

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpout/smtpout/config"
 )
 
 // TestEmailPayloadIsTheSignedPayload: Email.Payload is exactly what Payload returns for the
@@ -224,6 +226,7 @@ func TestRenderDigest(t *testing.T) {
 				"X-Smtpout-Records": p.header.Get(RecordsHeader), "In-Reply-To": p.header.Get("In-Reply-To"),
 				"References": p.header.Get("References"), "X-Fluent-Tag": p.header.Get(TagHeader),
 				"Content-Disposition": p.disp, "Email.MessageID": e.MessageID,
+				"DigestMessageID": r.DigestMessageID(members),
 			}
 			want := map[string]string{
 				"Message-Id": "<" + wantID + ">", "Date": recs[tc.n-1].Time.Format("Mon, 02 Jan 2006 15:04:05 -0700"),
@@ -231,6 +234,7 @@ func TestRenderDigest(t *testing.T) {
 				"In-Reply-To": wantThread, "References": wantThread, "X-Fluent-Tag": "lc.detections",
 				"Content-Disposition": "attachment; filename=smtpout-digest-20261127T100107Z.ndjson",
 				"Email.MessageID":     wantID,
+				"DigestMessageID":     wantID,
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("headers (-want +got):\n%s", diff)
@@ -384,6 +388,7 @@ func TestVerifyDigestErrors(t *testing.T) {
 		{"a line is not JSON", signed("1", "{\"a\":1\n"), ErrDigestLine, "line 1"},
 		{"an empty line", signed("2", "{\"a\":1}\n\n"), ErrDigestLine, "line 2"},
 		{"no final line break", signed("1", "{\"a\":1}"), ErrDigestLine, "line break"},
+		{"no records", signed("0", ""), ErrDigestLine, "no records"},
 		{"tampered line", strings.Replace(good, "x1 <&>", "x9 <&>", 1), ErrMismatch, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -472,4 +477,68 @@ func ndjsonSize(members []DigestMember) int {
 		n += len(m.Payload) + 1
 	}
 	return n
+}
+
+// TestDigestSubject: a digest's subject is the subject its first record's single email has,
+// rendered from the decoded payload (numbers, nested keys, the tag), in both formats.
+func TestDigestSubject(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		toks []config.Token
+		want string
+	}{
+		{"tag only", []config.Token{lit("Alert "), tagTok(), lit(" "), tagPartTok(1)}, "Alert lc.detections detections"},
+		{"numbers and nested keys", []config.Token{key("pid"), lit(" "), key("ratio"), lit(" "), key("detect", "event", "FILE_PATH"), lit(" "), key("missing")},
+			"1001 0.25 /tmp/x1 <&>"},
+		{"a map", []config.Token{key("detect")}, `{"event":{"FILE_PATH":"/tmp/x1 <&>"}}`},
+	} {
+		for _, readable := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/readable=%v", tc.name, readable), func(t *testing.T) {
+				r := mustRenderer(t, withSubject(readable, tc.toks...))
+				members, _, recs := digestMembers(t, r, 3, []string{"h"}, fixedTime)
+				e, err := r.RenderDigest(Digest{Members: members[1:]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var dec mime.WordDecoder
+				got, err := dec.DecodeHeader(parseDigest(t, e.Data).header.Get("Subject"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff([]string{tc.want, tc.want}, []string{got, r.RenderSubject(recs[1])}); diff != "" {
+					t.Errorf("subject (-want +[digest, single email]):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+// TestDigestHTMLBounded: however many and however big the records, the HTML part stays
+// bounded (three records in full, each within the single email's bounds, and a compact table
+// of short cells), while the NDJSON part holds every byte.
+func TestDigestHTMLBounded(t *testing.T) {
+	r := mustRenderer(t, testConfig(true))
+	big := strings.Repeat("0123456789", 20<<10) // 200 KB
+	var d Digest
+	for i := range 40 {
+		fields := map[string]any{"i": int64(i), "big": big + fmt.Sprint(i)}
+		for k := range 300 {
+			fields[fmt.Sprintf("k%03d", k)] = fmt.Sprintf("%d-%s", i, big[:1000])
+		}
+		e := mustRender(t, r, Record{Tag: "t", Time: fixedTime, Fields: fields})
+		d.Members = append(d.Members, DigestMember{MessageID: e.MessageID, Tag: "t", Time: fixedTime, Payload: e.Payload})
+	}
+	e, err := r.RenderDigest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parseDigest(t, e.Data)
+	if want := ndjsonSize(d.Members); len(p.ndjson) != want {
+		t.Errorf("NDJSON part holds %d bytes, want %d", len(p.ndjson), want)
+	}
+	const bound = DigestHTMLFull*2*MaxHTMLTableSize + DigestHTMLRows*(1+DigestHTMLColumns)*4*digestCellRunes + 64<<10
+	if len(p.html) > bound {
+		t.Errorf("HTML part is %d bytes for %d bytes of records, want at most %d", len(p.html), len(p.ndjson), bound)
+	}
+	t.Logf("%d records, %d bytes of NDJSON, %d bytes of HTML", len(d.Members), len(p.ndjson), len(p.html))
 }

@@ -1,6 +1,7 @@
 package output
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -38,16 +39,13 @@ const (
 <div style="margin:0 6px 2px;font-size:16px;font-weight:600">`
 	htmlDigestSpan = `</div>
 <div style="margin:0 6px 10px;font-size:13px;opacity:.75">`
-	htmlDigestTableStart = `<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;text-align:left;white-space:pre-wrap">
-<tbody style="vertical-align:top;text-align:left">
-`
 	htmlDigestTableEnd = "</tbody>\n</table>\n"
 	// htmlDigestCompact opens the compact table: fixed layout, so long values wrap instead of
 	// widening the page.
 	htmlDigestCompact = `<table width="100%" cellpadding="4" style="border-collapse:collapse;table-layout:fixed;font-size:13px;text-align:left;margin-top:8px">
 <thead><tr style="border-bottom:1px solid rgba(127,127,127,.5)">`
 	htmlDigestHead      = `<th style="vertical-align:bottom">`
-	htmlDigestHeadTime  = `<th style="vertical-align:bottom;width:22%">`
+	htmlDigestHeadTime  = `<th style="vertical-align:bottom;width:19%">`
 	htmlDigestHeadEnd   = "</th>"
 	htmlDigestBody      = "</tr></thead>\n<tbody style=\"vertical-align:top;text-align:left\">\n"
 	htmlDigestCell      = "<td>"
@@ -90,7 +88,7 @@ func (r *Renderer) digestHTML(st *state, d Digest, s *digestSummary, first Recor
 	w.b = append(w.b, "</div>\n"...)
 
 	if len(s.group) > 0 {
-		w.b = append(w.b, htmlDigestTableStart...)
+		w.b = append(w.b, htmlTable...)
 		for i, g := range s.group {
 			if i%2 == 1 {
 				w.b = append(w.b, htmlRowStriped...)
@@ -131,7 +129,7 @@ func (r *Renderer) digestHTML(st *state, d Digest, s *digestSummary, first Recor
 			w.b = strconv.AppendInt(w.b, int64(len(d.Members)), 10)
 		}
 		w.b = append(w.b, htmlDigestSectionEn...)
-		w.b = append(w.b, htmlDigestTableStart...)
+		w.b = append(w.b, htmlTable...)
 		// The payload holds the date key already, if there is one.
 		w.recordRows(recs[i], "", htmlDigestMore)
 		w.b = append(w.b, htmlDigestTableEnd...)
@@ -154,20 +152,26 @@ type field struct {
 
 // column is a field whose values differ between the records of the compact table.
 type column struct {
-	path  string
-	total int // the length of its values in all rows, to rank the columns
+	path     string
+	distinct int // how many different values it has in the rows
+	total    int // the length of its values in all rows (shortened as shown)
 }
 
 // compactTable writes the table of recs (the first of members, decoded): the time and the
-// fields whose values differ, at most DigestHTMLColumns of them, the shortest first.
+// fields whose values differ, at most DigestHTMLColumns of them. The columns shown are those
+// with the fewest different values (which hosts, users, files a storm touched, rather than
+// an ID unique to every record), then the shortest, then by name; they appear by name.
 func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Record, s *digestSummary) {
 	rows := make([]map[string]string, len(recs))
-	seen := map[string]int{} // path -> column index
+	var fl flattener
+	var seen map[string]int // path -> column index
 	var cols []column
 	for i, rec := range recs {
-		rows[i] = map[string]string{}
-		var leaves []field
-		leaves = flatten(leaves, "", rec.Fields, 0)
+		leaves := fl.flatten(rec.Fields)
+		if seen == nil {
+			seen = make(map[string]int, len(leaves))
+		}
+		rows[i] = make(map[string]string, len(leaves))
 		for _, f := range leaves {
 			if f.path == r.dateKey {
 				continue // the time column shows it
@@ -180,21 +184,25 @@ func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Re
 		}
 	}
 	var differ []column
+	values := map[string]struct{}{}
 	for _, c := range cols {
-		v0, ok0 := rows[0][c.path]
-		same := true
+		clear(values)
 		for _, row := range rows {
 			v, ok := row[c.path]
 			c.total += min(utf8.RuneCountInString(v), digestCellRunes)
-			if v != v0 || ok != ok0 {
-				same = false
+			if !ok {
+				v = "\x00absent" // an absent field differs from any value
 			}
+			values[v] = struct{}{}
 		}
-		if !same {
+		if c.distinct = len(values); c.distinct > 1 {
 			differ = append(differ, c)
 		}
 	}
-	slices.SortStableFunc(differ, func(a, b column) int {
+	slices.SortFunc(differ, func(a, b column) int {
+		if a.distinct != b.distinct {
+			return a.distinct - b.distinct
+		}
 		if a.total != b.total {
 			return a.total - b.total
 		}
@@ -262,15 +270,34 @@ func (r *Renderer) compactTable(w *htmlWriter, members []DigestMember, recs []Re
 	}
 }
 
-// flatten appends the leaves of m (a decoded payload or part of one) under prefix: scalars
-// as their text, maps below digestMaxFlatDepth walked with "." between keys, arrays and
-// deeper maps as their JSON; at most digestMaxLeaves leaves.
-func flatten(dst []field, prefix string, m map[string]any, depth int) []field {
-	keys := make([]string, 0, len(m))
+// flattener lists the fields of decoded records for the compact table, reusing its buffers
+// from one record to the next.
+type flattener struct {
+	leaves []field
+	keys   [][]string // sorted keys, one slice per depth
+	buf    bytes.Buffer
+	enc    *json.Encoder
+}
+
+// flatten returns the leaves of fields (a decoded payload): scalars as their text, maps
+// below digestMaxFlatDepth walked with "." between keys, arrays and deeper maps as their JSON;
+// at most digestMaxLeaves leaves. The result is valid until the next call.
+func (f *flattener) flatten(fields map[string]any) []field {
+	f.leaves = f.walk(f.leaves[:0], "", fields, 0)
+	return f.leaves
+}
+
+// walk appends the leaves of m, at depth, under prefix.
+func (f *flattener) walk(dst []field, prefix string, m map[string]any, depth int) []field {
+	for len(f.keys) <= depth {
+		f.keys = append(f.keys, nil)
+	}
+	keys := f.keys[depth][:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	f.keys[depth] = keys
 	for _, k := range keys {
 		if len(dst) >= digestMaxLeaves {
 			break
@@ -280,16 +307,16 @@ func flatten(dst []field, prefix string, m map[string]any, depth int) []field {
 			path = prefix + "." + k
 		}
 		if sub, ok := m[k].(map[string]any); ok && len(sub) > 0 && depth+1 < digestMaxFlatDepth {
-			dst = flatten(dst, path, sub, depth+1)
+			dst = f.walk(dst, path, sub, depth+1)
 			continue
 		}
-		dst = append(dst, field{path: path, text: leafText(m[k])})
+		dst = append(dst, field{path: path, text: f.text(m[k])})
 	}
 	return dst
 }
 
-// leafText returns a decoded JSON value as the compact table shows it.
-func leafText(v any) string {
+// text returns a decoded JSON value as the compact table shows it.
+func (f *flattener) text(v any) string {
 	switch x := v.(type) {
 	case nil:
 		return "null"
@@ -300,11 +327,15 @@ func leafText(v any) string {
 	case bool:
 		return strconv.FormatBool(x)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	if f.enc == nil {
+		f.enc = json.NewEncoder(&f.buf)
+		f.enc.SetEscapeHTML(false) // the HTML writer escapes
+	}
+	f.buf.Reset()
+	if f.enc.Encode(v) != nil {
 		return ""
 	}
-	return string(b)
+	return string(bytes.TrimSuffix(f.buf.Bytes(), []byte("\n")))
 }
 
 // shortenRunes returns s cut to at most n runes, with "…" in place of the rest.

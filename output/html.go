@@ -41,11 +41,13 @@ const htmlTitleBlock = `</title>
 const htmlTag = `</h1>
 <div style="margin:0 6px 10px;font-size:13px;opacity:.75">Tag `
 
-// htmlTableStart follows the record time and opens the table.
-const htmlTableStart = `</div>
-<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;text-align:left;white-space:pre-wrap">
+// htmlTable opens a table of keys and values.
+const htmlTable = `<table width="100%" cellpadding="6" style="border-collapse:collapse;font-size:14px;text-align:left;white-space:pre-wrap">
 <tbody style="vertical-align:top;text-align:left">
 `
+
+// htmlTableStart follows the record time and opens the table.
+const htmlTableStart = "</div>\n" + htmlTable
 
 // htmlEnd closes the table and the document.
 const htmlEnd = `</tbody>

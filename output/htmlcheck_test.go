@@ -232,16 +232,9 @@ type parsedHTML struct {
 // one cell is a section title, or the "more values" row when it is the last row and says so.
 func parseReadable(t testing.TB, doc string) parsedHTML {
 	t.Helper()
-	root, err := html.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatalf("html.Parse: %v", err)
-	}
 	var p parsedHTML
 	var trs []*html.Node
-	for n := range root.Descendants() {
-		if n.Type != html.ElementNode {
-			continue
-		}
+	for _, n := range htmlElements(t, doc) {
 		p.Tags = append(p.Tags, n.Data)
 		switch n.DataAtom {
 		case atom.Title:
@@ -252,6 +245,32 @@ func parseReadable(t testing.TB, doc string) parsedHTML {
 			trs = append(trs, n)
 		}
 	}
+	p.Rows, p.Sections, p.More = readRows(t, trs)
+	return p
+}
+
+// htmlElements parses doc with golang.org/x/net/html, as a browser would, and returns its
+// elements in document order.
+func htmlElements(t testing.TB, doc string) []*html.Node {
+	t.Helper()
+	root, err := html.Parse(strings.NewReader(doc))
+	if err != nil {
+		t.Fatalf("html.Parse: %v", err)
+	}
+	var out []*html.Node
+	for n := range root.Descendants() {
+		if n.Type == html.ElementNode {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// readRows reads the rows of a readable table: a row with a <th> is a key and a value (an
+// <li> per item of a list); a row with one cell is a section title, or the "more values" row
+// when it is the last row and says so.
+func readRows(t testing.TB, trs []*html.Node) (rows []shownRow, sections []string, more string) {
+	t.Helper()
 	title := ""
 	for i, tr := range trs {
 		var cells []*html.Node
@@ -278,20 +297,20 @@ func parseReadable(t testing.TB, doc string) parsedHTML {
 			if !list {
 				r.Values = []string{nodeText(cells[1])}
 			}
-			p.Rows = append(p.Rows, r)
+			rows = append(rows, r)
 		case len(cells) == 1 && cells[0].DataAtom == atom.Td:
 			text := nodeText(cells[0])
-			if i == len(trs)-1 && strings.HasSuffix(text, " more values not shown: the JSON part holds the whole record") {
-				p.More = text
+			if i == len(trs)-1 && strings.Contains(text, " more values not shown: ") {
+				more = text
 				continue
 			}
 			title = text
-			p.Sections = append(p.Sections, title)
+			sections = append(sections, title)
 		default:
 			t.Fatalf("table row %d has cells %v", i, cells)
 		}
 	}
-	return p
+	return rows, sections, more
 }
 
 // nodeText returns the text inside n.

@@ -1,7 +1,10 @@
 // Package output renders one Fluent Bit record as one signed RFC 5322 email: a JSON payload with
 // sorted keys, an HMAC-SHA256 signature over it, a deterministic Message-ID, and either a
 // single quoted-printable text/plain part (machine format) or a multipart/alternative message
-// with an HTML table for people (readable format). Verify checks such an email's signature.
+// with an HTML table for people (readable format). RenderDigest renders many records' payloads
+// as one signed digest email (an NDJSON part, and an HTML digest built for a phone), and
+// SplitDigest bounds what one digest carries. Verify and VerifyEmail check either kind's
+// signature.
 //
 // The package holds no cgo, does no I/O besides what Verify reads, and never logs.
 package output
@@ -104,6 +107,9 @@ type Renderer struct {
 	domain     string
 	dateKey    string
 	subject    []config.Token
+	// subjectHasKeys reports whether subject holds a record key (a digest's subject then
+	// needs its first record decoded).
+	subjectHasKeys bool
 	// headers holds the From, To and Cc lines, CRLF-terminated, written after Date.
 	headers []byte
 	key     []byte
@@ -165,6 +171,9 @@ func New(cfg config.Config) (*Renderer, error) {
 		return nil, fmt.Errorf("output: %w", errors.Join(errs...))
 	}
 	r.headers = hdr
+	for _, t := range r.subject {
+		r.subjectHasKeys = r.subjectHasKeys || t.Kind == config.KeyToken
+	}
 	r.pool.New = func() any {
 		return &state{mac: hmac.New(sha256.New, r.key), sha: sha256.New()}
 	}
@@ -250,15 +259,7 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 
 	st.subj = r.appendSubject(st.subj[:0], rec, &st.enc)
 
-	out := st.out[:0]
-	out = append(out, "Date: "...)
-	out = rec.Time.UTC().AppendFormat(out, dateLayout)
-	out = append(out, "\r\n"...)
-	out = append(out, r.headers...)
-	out = appendTextHeader(out, "Subject", st.subj)
-	out = append(out, "Message-ID: <"...)
-	out = append(out, id...)
-	out = append(out, ">\r\nMIME-Version: 1.0\r\n"...)
+	out := appendHead(st.out[:0], rec.Time, r.headers, st.subj, id)
 	if r.readable {
 		boundary := boundaryFor(id[:32])
 		out = append(out, "Content-Type: multipart/alternative; boundary=\""...)
@@ -268,23 +269,10 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 		out = append(out, SignatureHeader+": "...)
 		out = append(out, sig...)
 		out = append(out, "\r\n\r\n"...)
-		out = append(out, "--"...)
-		out = append(out, boundary...)
-		out = append(out, "\r\nContent-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
-		out = appendQP(out, payload, false)
-		out = append(out, "\r\n--"...)
-		out = append(out, boundary...)
-		out = append(out, "\r\nContent-Type: text/html; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"...)
 		r.renderHTML(st, rec, st.subj)
-		out = appendQP(out, st.html, true)
-		out = append(out, "\r\n--"...)
-		out = append(out, boundary...)
-		out = append(out, "--\r\n"...)
+		out = appendAlternative(out, boundary, payload, false, st.html)
 	} else {
-		out = append(out, "Content-Type: text/plain; charset=UTF-8\r\n"+
-			"Content-Transfer-Encoding: quoted-printable\r\n"...)
+		out = append(out, textPartHeader...)
 		out = appendTextHeader(out, TagHeader, sanitize(st.scratch[:0], rec.Tag, MaxSubjectRunes))
 		out = append(out, SignatureHeader+": "...)
 		out = append(out, sig...)
@@ -306,6 +294,48 @@ func (r *Renderer) Render(rec Record) (e *Email, err error) {
 		PayloadSize: len(payload),
 		Payload:     buf[len(out):],
 	}, nil
+}
+
+// appendHead appends the headers every email starts with: Date (date in UTC), the address
+// lines, Subject (subject sanitised), Message-ID (id) and MIME-Version.
+func appendHead[S string | []byte](out []byte, date time.Time, addresses, subject []byte, id S) []byte {
+	out = append(out, "Date: "...)
+	out = date.UTC().AppendFormat(out, dateLayout)
+	out = append(out, "\r\n"...)
+	out = append(out, addresses...)
+	out = appendTextHeader(out, "Subject", subject)
+	out = append(out, "Message-ID: <"...)
+	out = append(out, id...)
+	return append(out, ">\r\nMIME-Version: 1.0\r\n"...)
+}
+
+// Headers of the quoted-printable parts, each line CRLF-terminated.
+const (
+	textPartHeader = "Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+	htmlPartHeader = "Content-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+)
+
+// appendPart appends one part of a multipart body: the delimiter line of boundary, the part's
+// header (CRLF-terminated lines), a blank line, content quoted-printable (text mode: a LF is
+// a line break) and CRLF.
+func appendPart(out []byte, boundary, header string, content []byte, text bool) []byte {
+	out = append(out, "--"...)
+	out = append(out, boundary...)
+	out = append(out, "\r\n"...)
+	out = append(out, header...)
+	out = append(out, "\r\n"...)
+	out = appendQP(out, content, text)
+	return append(out, "\r\n"...)
+}
+
+// appendAlternative appends the body of a multipart/alternative entity with boundary: plain,
+// quoted-printable in text mode when text is set, then html, then the close delimiter.
+func appendAlternative(out []byte, boundary string, plain []byte, text bool, html []byte) []byte {
+	out = appendPart(out, boundary, textPartHeader, plain, text)
+	out = appendPart(out, boundary, htmlPartHeader, html, true)
+	out = append(out, "--"...)
+	out = append(out, boundary...)
+	return append(out, "--\r\n"...)
 }
 
 // put returns st to the pool unless one of its buffers grew too big to keep.

@@ -93,6 +93,13 @@ func TestReadmePython(t *testing.T) {
 				t.Errorf("readable=%v %s: python accepted a wrong signature", readable, name)
 			}
 		}
+		good, bad := readmeDigests(t, readable)
+		if err := run("digest.eml", good); err != nil {
+			t.Errorf("readable=%v: python rejected a good digest: %v", readable, err)
+		}
+		if run("digest-tampered.eml", bad) == nil {
+			t.Errorf("readable=%v: python accepted a tampered digest", readable)
+		}
 	}
 }
 
@@ -126,7 +133,31 @@ func TestReadmeGo(t *testing.T) {
 		if ok, _ := verifyEmail(bytes.NewReader(bad), []byte(testSecret)); ok {
 			t.Errorf("readable=%v: verifyEmail accepted a tampered payload", readable)
 		}
+		good, bad := readmeDigests(t, readable)
+		if ok, err := verifyEmail(bytes.NewReader(good), []byte(testSecret)); !ok || err != nil {
+			t.Errorf("readable=%v: verifyEmail of a digest = %v, %v", readable, ok, err)
+		}
+		if ok, _ := verifyEmail(bytes.NewReader(bad), []byte(testSecret)); ok {
+			t.Errorf("readable=%v: verifyEmail accepted a tampered digest", readable)
+		}
 	}
+}
+
+// readmeDigests returns a digest of three records and a copy with one byte of its NDJSON
+// part changed.
+func readmeDigests(t *testing.T, readable bool) (good, bad []byte) {
+	t.Helper()
+	r := mustRenderer(t, testConfig(readable))
+	members, _, _ := digestMembers(t, r, 3, []string{"web-1"}, fixedTime)
+	e, err := r.RenderDigest(Digest{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(e.Data, []byte("Content-Type: "+NDJSONType))
+	at += bytes.Index(e.Data[at:], []byte("\r\n\r\n")) + 4
+	bad = bytes.Clone(e.Data)
+	bad[at+1] = flip(bad[at+1]) // after the opening brace
+	return e.Data, bad
 }
 
 // README:BEGIN
@@ -145,13 +176,23 @@ func verifyEmail(raw io.Reader, secret []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	signed := "text/plain" // the payload: the body, or the readable format's first part
+	if msg.Header.Get("X-Smtpout-Records") != "" {
+		signed = "application/x-ndjson" // a digest: its records' part
+	}
 	body, cte := io.Reader(msg.Body), msg.Header.Get("Content-Transfer-Encoding")
-	if strings.HasPrefix(mediaType, "multipart/") { // readable format: text/plain comes first
-		part, err := multipart.NewReader(body, params["boundary"]).NextRawPart()
-		if err != nil {
-			return false, err
+	if strings.HasPrefix(mediaType, "multipart/") {
+		parts := multipart.NewReader(body, params["boundary"])
+		for {
+			part, err := parts.NextRawPart()
+			if err != nil {
+				return false, err
+			}
+			if mt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); mt == signed {
+				body, cte = part, part.Header.Get("Content-Transfer-Encoding")
+				break
+			}
 		}
-		body, cte = part, part.Header.Get("Content-Transfer-Encoding")
 	}
 	if strings.EqualFold(cte, "quoted-printable") {
 		body = quotedprintable.NewReader(body)

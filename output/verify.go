@@ -101,11 +101,11 @@ func VerifyEmail(message io.Reader, secret []byte) (*Verification, error) {
 	}
 	counts := msg.Header[textproto.CanonicalMIMEHeaderKey(RecordsHeader)]
 	digest := len(counts) > 0
-	kind := partText
+	spec := textSpec
 	if digest {
-		kind = partNDJSON
+		spec = ndjsonSpec
 	}
-	payload, err := findPart(textproto.MIMEHeader(msg.Header), msg.Body, kind, 0)
+	payload, err := findPart(textproto.MIMEHeader(msg.Header), msg.Body, spec, 0)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -134,7 +134,10 @@ func VerifyEmail(message io.Reader, secret []byte) (*Verification, error) {
 // digestLines splits a digest's NDJSON content into its lines, each checked to be a JSON
 // object, with their signatures.
 func digestLines(ndjson, secret []byte) ([]DigestLine, error) {
-	if len(ndjson) > 0 && ndjson[len(ndjson)-1] != '\n' {
+	if len(ndjson) == 0 {
+		return nil, fmt.Errorf("%w: the part holds no records", ErrDigestLine)
+	}
+	if ndjson[len(ndjson)-1] != '\n' {
 		return nil, fmt.Errorf("%w: the part does not end with a line break", ErrDigestLine)
 	}
 	var lines []DigestLine
@@ -150,63 +153,28 @@ func digestLines(ndjson, secret []byte) ([]DigestLine, error) {
 	return lines, nil
 }
 
-// partKind says which part findPart looks for.
-type partKind int
-
-const (
-	partText   partKind = iota // the first text/plain part: a single email's payload
-	partNDJSON                 // the first application/x-ndjson part: a digest's records
-)
-
-// findPart returns the decoded content of the first entity of kind in body.
-func findPart(h textproto.MIMEHeader, body io.Reader, kind partKind, depth int) ([]byte, error) {
-	if kind == partText {
-		return textPlain(h, body, depth)
-	}
-	ct := h.Get("Content-Type")
-	if ct == "" {
-		return nil, ErrNoDigestPart
-	}
-	mediaType, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return nil, fmt.Errorf("parse Content-Type %q: %w", ct, err)
-	}
-	switch {
-	case mediaType == NDJSONType:
-		return decodePart(h.Get("Content-Transfer-Encoding"), body, NDJSONType, maxDigestDecoded)
-	case strings.HasPrefix(mediaType, "multipart/"):
-		if depth >= maxMIMEDepth {
-			return nil, fmt.Errorf("%w: multipart nested deeper than %d", ErrNoDigestPart, maxMIMEDepth)
-		}
-		boundary := params["boundary"]
-		if boundary == "" {
-			return nil, fmt.Errorf("%s without boundary", mediaType)
-		}
-		mr := multipart.NewReader(body, boundary)
-		for {
-			p, err := mr.NextRawPart()
-			if err == io.EOF {
-				return nil, ErrNoDigestPart
-			}
-			if err != nil {
-				return nil, fmt.Errorf("read %s part: %w", mediaType, err)
-			}
-			got, err := findPart(p.Header, p, kind, depth+1)
-			if errors.Is(err, ErrNoDigestPart) {
-				continue
-			}
-			return got, err
-		}
-	}
-	return nil, ErrNoDigestPart
+// partSpec says which part findPart looks for: its media type, the error when the message
+// has none, and the most it decodes.
+type partSpec struct {
+	mediaType string
+	missing   error
+	limit     int
 }
+
+var (
+	// textSpec finds a single email's payload: the first text/plain part.
+	textSpec = partSpec{"text/plain", ErrNoTextPart, MaxPayloadSize}
+	// ndjsonSpec finds a digest's records: the first application/x-ndjson part.
+	ndjsonSpec = partSpec{NDJSONType, ErrNoDigestPart, maxDigestDecoded}
+)
 
 // maxDigestDecoded bounds the decoded NDJSON part Verify reads: a digest of one record of
 // MaxPayloadSize is that record and its line break.
 const maxDigestDecoded = max(MaxDigestPayload, MaxPayloadSize+1)
 
-// textPlain returns the decoded content of the first text/plain entity in body.
-func textPlain(h textproto.MIMEHeader, body io.Reader, depth int) ([]byte, error) {
+// findPart returns the decoded content of the first entity of spec's media type in body
+// (walking nested multiparts); an entity without Content-Type is text/plain.
+func findPart(h textproto.MIMEHeader, body io.Reader, spec partSpec, depth int) ([]byte, error) {
 	ct := h.Get("Content-Type")
 	mediaType, params := "text/plain", map[string]string(nil)
 	if ct != "" {
@@ -216,11 +184,11 @@ func textPlain(h textproto.MIMEHeader, body io.Reader, depth int) ([]byte, error
 		}
 	}
 	switch {
-	case mediaType == "text/plain":
-		return decodePart(h.Get("Content-Transfer-Encoding"), body, "text/plain", MaxPayloadSize)
+	case mediaType == spec.mediaType:
+		return decodePart(h.Get("Content-Transfer-Encoding"), body, spec.mediaType, spec.limit)
 	case strings.HasPrefix(mediaType, "multipart/"):
 		if depth >= maxMIMEDepth {
-			return nil, fmt.Errorf("%w: multipart nested deeper than %d", ErrNoTextPart, maxMIMEDepth)
+			return nil, fmt.Errorf("%w: multipart nested deeper than %d", spec.missing, maxMIMEDepth)
 		}
 		boundary := params["boundary"]
 		if boundary == "" {
@@ -230,19 +198,19 @@ func textPlain(h textproto.MIMEHeader, body io.Reader, depth int) ([]byte, error
 		for {
 			p, err := mr.NextRawPart()
 			if err == io.EOF {
-				return nil, ErrNoTextPart
+				return nil, spec.missing
 			}
 			if err != nil {
 				return nil, fmt.Errorf("read %s part: %w", mediaType, err)
 			}
-			got, err := textPlain(p.Header, p, depth+1)
-			if errors.Is(err, ErrNoTextPart) {
+			got, err := findPart(p.Header, p, spec, depth+1)
+			if errors.Is(err, spec.missing) {
 				continue
 			}
 			return got, err
 		}
 	}
-	return nil, ErrNoTextPart
+	return nil, spec.missing
 }
 
 // decodePart reads body, the content of a part of media type mt, undoing the

@@ -11,8 +11,8 @@ import (
 	"github.com/smtpout/smtpout/output"
 )
 
-// renderEmail renders one record with the plugin's renderer.
-func renderEmail(t *testing.T, secret string, readable bool, fields map[string]any) []byte {
+// testRenderer returns the plugin's renderer for a minimal configuration.
+func testRenderer(t *testing.T, secret string, readable bool) *output.Renderer {
 	t.Helper()
 	cfg, err := config.Parse(config.MapGetter{
 		"dest_host": "smtp.corp.com", "dest_email": "soc@corp.com", "from_email": "alerts@corp.com",
@@ -25,7 +25,13 @@ func renderEmail(t *testing.T, secret string, readable bool, fields map[string]a
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := r.Render(output.Record{Tag: "app.alerts", Time: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), Fields: fields})
+	return r
+}
+
+// renderEmail renders one record with the plugin's renderer.
+func renderEmail(t *testing.T, secret string, readable bool, fields map[string]any) []byte {
+	t.Helper()
+	e, err := testRenderer(t, secret, readable).Render(output.Record{Tag: "app.alerts", Time: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), Fields: fields})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,17 +146,7 @@ func dropHeader(t *testing.T, msg []byte, name string) []byte {
 // the single emails of its records.
 func renderDigest(t *testing.T, secret string, readable bool, records []map[string]any) ([]byte, []*output.Email) {
 	t.Helper()
-	cfg, err := config.Parse(config.MapGetter{
-		"dest_host": "smtp.corp.com", "dest_email": "soc@corp.com", "from_email": "alerts@corp.com",
-		"secret_key": secret, "is_readable": map[bool]string{true: "true", false: "false"}[readable],
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := output.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := testRenderer(t, secret, readable)
 	var members []output.DigestMember
 	var singles []*output.Email
 	for i, fields := range records {
