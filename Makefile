@@ -129,6 +129,7 @@ fuzz:
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzReadableHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./output -run '^$$' -fuzz '^FuzzDigestHTML$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./internal/spool -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # 20,000 records with faults in 5% of transactions, reported (not part of make test).
 soak:

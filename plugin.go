@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	flb "github.com/fluent/fluent-bit-go/output"
@@ -104,13 +105,22 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 	if watchStopSignals() {
 		opt.StopSignalled, opt.Stopping = stopSignalAt, stopSignalled()
 	}
+	// Digests go out between flushes: their counters are recorded when they are delivered.
+	var self atomic.Pointer[instance]
+	opt.OnDigests = func() {
+		if i := self.Load(); i != nil {
+			i.metrics.record(pipeline.Stats{}, totalsOf(i.run))
+		}
+	}
 	run := pipeline.Open(g, log, opt)
 	g.plugin = nil
 	if run == nil {
 		return flb.FLB_ERROR
 	}
 	m := openMetrics(p.api, p.o_ins, name, log)
-	flb.FLBPluginSetContext(plugin, &instance{run: run, log: log, metrics: m})
+	inst := &instance{run: run, log: log, metrics: m}
+	self.Store(inst)
+	flb.FLBPluginSetContext(plugin, inst)
 	return flb.FLB_OK
 }
 

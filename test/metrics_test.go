@@ -93,7 +93,7 @@ func TestMetricsThroughCmetrics(t *testing.T) {
 		if rc := h.Init(i); rc != flbOK {
 			t.Fatalf("init %d = %d; log:\n%s", i, rc, h.Log())
 		}
-		if l := h.LogLines(fmt.Sprintf("[debug] [output:smtp:smtp.%d] metrics on: 13 counters and the fluentbit_smtp_delivery_seconds histogram", i)); len(l) != 1 {
+		if l := h.LogLines(fmt.Sprintf("[debug] [output:smtp:smtp.%d] metrics on: 15 counters and the fluentbit_smtp_delivery_seconds histogram", i)); len(l) != 1 {
 			t.Errorf("instance %d: want one 'metrics on' debug line; log:\n%s", i, h.Log())
 		}
 	}

@@ -74,15 +74,17 @@ type digests struct {
 	render     DigestRenderer
 	store      digestStore // nil without ledger_dir
 	storePath  string      // for log lines
+	delivered  func()      // Options.OnDigests, or nil
 
 	pass  sync.Mutex  // one sending pass at a time (the loop's, or Close's)
 	dirty atomic.Bool // the store was written since its last Sync
 
 	mu      sync.Mutex
 	groups  map[string]*digestGroup
-	bytes   int64 // payload bytes waiting
-	sent    int64 // digests delivered
-	records int64 // records in delivered digests
+	owed    []*owedDigest // delivered digests owed to recipients that refused them for now
+	bytes   int64         // payload bytes waiting
+	sent    int64         // digests delivered
+	records int64         // records in delivered digests
 
 	kick chan struct{} // wakes the loop (buffered 1)
 	quit chan struct{} // closed by Close
@@ -296,6 +298,16 @@ func (in *Instance) syncDigests() {
 	}
 }
 
+// digestNotice is the start-up line of an instance with digests on: where the waiting
+// records are kept, and what a crash does to them.
+func digestNotice(window time.Duration, onDisk bool) string {
+	where := "in memory only (no ledger_dir): a crash or kill -9 loses the records waiting for a digest; a graceful stop sends them"
+	if onDisk {
+		where = "in ledger_dir, synced before each flush returns: a crash loses none"
+	}
+	return fmt.Sprintf("digests on: a group's first record goes out at once, the rest wait until %v after the group's last email and go out as one digest; waiting records are kept %s", window, where)
+}
+
 // wake makes the loop look at the groups again.
 func (d *digests) wake() {
 	select {
@@ -358,16 +370,56 @@ type digestJob struct {
 	parts [][]spoolRecord
 }
 
-// digestMail is one rendered digest on its way to the server.
+// digestMail is one rendered digest on its way to the server: a group's new digest (job and
+// members), or a delivered one sent again to the recipients that refused it for now (resend).
 type digestMail struct {
 	job     *digestJob
 	members []spoolRecord
 	email   *output.Email
+	resend  *owedDigest
 }
 
-// sendDigests sends every group's digest that is due (force: every waiting one), through the
-// same Sender as single emails, with the quota pause and the storm guard applied. It returns
-// when the next group falls due (zero: none waits).
+// owedDigest is a delivered digest that some recipients refused for now (4xx, or a provider's
+// quota reply): it is sent again, the same email, to those recipients only. Kept in memory:
+// a restart forgets it (its records were delivered to the others).
+type owedDigest struct {
+	email   *output.Email
+	at      time.Time // the last record's time (the digest's Date)
+	to      []string
+	records int
+	retryAt time.Time
+	backoff time.Duration
+}
+
+// maxOwedDigests bounds the digests kept for recipients that refused them for now.
+const maxOwedDigests = 1000
+
+// to returns the envelope recipients of m.
+func (m digestMail) to() []string {
+	if m.resend != nil {
+		return m.resend.to
+	}
+	return m.email.Recipients
+}
+
+// records is how many records m carries.
+func (m digestMail) records() int {
+	if m.resend != nil {
+		return m.resend.records
+	}
+	return len(m.members)
+}
+
+// oweLocked keeps o to be sent again at or after at. d.mu is held.
+func (d *digests) oweLocked(o *owedDigest, at time.Time) {
+	o.retryAt = at
+	d.owed = append(d.owed, o)
+}
+
+// sendDigests sends every group's digest that is due (force: every waiting one whose back-off
+// is over, whatever its window) and the digests owed to recipients that refused them for now,
+// through the same Sender as single emails, with the quota pause and the storm guard applied.
+// It returns when the next one falls due (zero: none waits).
 func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time) {
 	d := in.dig
 	d.pass.Lock()
@@ -401,12 +453,30 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 		jobs = append(jobs, &digestJob{key: key, g: g, parts: splitDigest(g.waiting, d.maxRecords)})
 		g.waiting = nil
 	}
+	var resends []*owedDigest
+	owed := d.owed[:0]
+	for _, o := range d.owed {
+		if !now.Before(o.retryAt) { // Close clears retryAt for its last try
+			resends = append(resends, o)
+			continue
+		}
+		owed = append(owed, o)
+		if next.IsZero() || o.retryAt.Before(next) {
+			next = o.retryAt
+		}
+	}
+	d.owed = owed
 	d.mu.Unlock()
-	if len(jobs) == 0 {
+	if len(jobs) == 0 && len(resends) == 0 {
 		return next
 	}
 	defer func() {
 		d.mu.Lock()
+		for _, o := range d.owed {
+			if next.IsZero() || o.retryAt.Before(next) {
+				next = o.retryAt
+			}
+		}
 		for _, j := range jobs {
 			j.g.busy = false
 			if len(j.g.waiting) > 0 {
@@ -426,9 +496,17 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 		for _, j := range jobs {
 			in.putBack(j, j.parts, until, false)
 		}
+		d.mu.Lock()
+		for _, o := range resends {
+			d.oweLocked(o, until)
+		}
+		d.mu.Unlock()
 		return next
 	}
 	mails := in.renderDigests(jobs, now)
+	for _, o := range resends {
+		mails = append(mails, digestMail{email: o.email, resend: o})
+	}
 	if len(mails) == 0 {
 		return next
 	}
@@ -438,6 +516,12 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 		booked = at
 		if granted < len(mails) {
 			for _, m := range mails[granted:] {
+				if m.resend != nil {
+					d.mu.Lock()
+					d.oweLocked(m.resend, now.Add(digestGuardWait))
+					d.mu.Unlock()
+					continue
+				}
 				in.putBack(m.job, [][]spoolRecord{m.members}, now.Add(digestGuardWait), false)
 			}
 			in.logQuiet(LevelWarn, fmt.Sprintf("storm guard active (max_emails_per_minute=%d): %d digest(s) wait %v", in.guard.max, len(mails)-granted, digestGuardWait))
@@ -447,6 +531,9 @@ func (in *Instance) sendDigests(ctx context.Context, force bool) (next time.Time
 	retried := in.deliverDigests(ctx, mails)
 	if in.guard != nil {
 		in.guard.refund(booked, retried)
+	}
+	if d.delivered != nil && retried < len(mails) {
+		d.delivered()
 	}
 	return next
 }
@@ -511,7 +598,7 @@ func (in *Instance) renderDigests(jobs []*digestJob, now time.Time) []digestMail
 func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (retried int) {
 	msgs := make([]mailer.Message, len(mails))
 	for i, m := range mails {
-		msgs[i] = mailer.Message{ID: m.email.MessageID, From: m.email.From, To: m.email.Recipients, Data: m.email.Data}
+		msgs[i] = mailer.Message{ID: m.email.MessageID, From: m.email.From, To: m.to(), Data: m.email.Data}
 	}
 	results := in.send.Send(ctx, msgs)
 	var quota *mailer.Limit
@@ -531,10 +618,12 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 		switch res.Outcome {
 		case mailer.Delivered:
 			delivered = true
-			for _, r := range res.Rejected {
-				in.log.Log(LevelError, fmt.Sprintf(
-					"digest recipient refused: address=%s message_id=<%s> records=%d code=%d enhanced_code=%s: %s; the digest is not sent to it again",
-					r.Address, id, len(m.members), r.Code, orNone(r.EnhancedCode), r.Message))
+			in.owedAfter(m, res)
+			if m.resend != nil {
+				if in.log.Enabled(LevelInfo) {
+					in.log.Log(LevelInfo, fmt.Sprintf("digest sent to deferred recipient(s): message_id=<%s> records=%d recipients=%d", id, m.records(), len(m.to())-len(res.Rejected)))
+				}
+				continue
 			}
 			if in.log.Enabled(LevelInfo) {
 				in.log.Log(LevelInfo, fmt.Sprintf("digest sent: message_id=<%s> records=%d%s", id, len(m.members), groupText(m.job.g.values)))
@@ -550,6 +639,12 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 			} else if len(res.Rejected) > 0 {
 				code, enhanced, text = res.Rejected[0].Code, res.Rejected[0].EnhancedCode, res.Rejected[0].Message
 			}
+			if m.resend != nil {
+				in.log.Log(LevelError, fmt.Sprintf("digest rejected by its deferred recipient(s): message_id=<%s> records=%d recipients=%d code=%d enhanced_code=%s: %s",
+					id, m.records(), len(m.to()), code, orNone(enhanced), text))
+				in.deadLetterRejected("digest", pending{email: m.email, at: m.resend.at}, res)
+				continue
+			}
 			in.log.Log(LevelError, fmt.Sprintf("digest rejected: message_id=<%s> records=%d code=%d enhanced_code=%s%s: %s",
 				id, len(m.members), code, orNone(enhanced), groupText(m.job.g.values), text))
 			in.deadLetterRejected("digest", pending{email: m.email, at: m.members[len(m.members)-1].Time}, res)
@@ -560,10 +655,15 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 			if res.Err != nil {
 				text = res.Err.Error()
 			}
-			wait := in.putBack(m.job, [][]spoolRecord{m.members}, time.Time{}, true)
+			var wait time.Duration
+			if m.resend != nil {
+				wait = in.oweAgain(m.resend, m.resend.to)
+			} else {
+				wait = in.putBack(m.job, [][]spoolRecord{m.members}, time.Time{}, true)
+			}
 			if ctx.Err() == nil && in.log.Enabled(LevelWarn) { // cancelled: Close tries again
 				if ok, n := in.quiet.admit(digestKey + text); ok {
-					msg := fmt.Sprintf("digest message_id=<%s> of %d record(s) will be retried in %v: %s", id, len(m.members), wait, text)
+					msg := fmt.Sprintf("digest message_id=<%s> of %d record(s) will be retried in %v: %s", id, m.records(), wait, text)
 					if n > 0 {
 						msg += fmt.Sprintf(" (repeated %d more time(s) since last logged)", n)
 					}
@@ -574,6 +674,52 @@ func (in *Instance) deliverDigests(ctx context.Context, mails []digestMail) (ret
 	}
 	in.noteQuota("digest", quota, kept, delivered)
 	return retried
+}
+
+// owedAfter handles the recipients that refused a delivered digest: for good (5xx) an
+// [error] line each; for now (4xx, or a provider's quota reply) a [ warn] line each, and the
+// digest is kept to be sent to them again, alone.
+func (in *Instance) owedAfter(m digestMail, res mailer.Result) {
+	var owed []string
+	for _, r := range res.Rejected {
+		if r.Code >= 400 && r.Code < 500 || r.Quota() {
+			owed = append(owed, r.Address)
+			in.log.Log(LevelWarn, fmt.Sprintf(
+				"digest recipient deferred: address=%s message_id=<%s> records=%d code=%d enhanced_code=%s: %s; the digest will be sent to the deferred recipient(s) again",
+				r.Address, m.email.MessageID, m.records(), r.Code, orNone(r.EnhancedCode), r.Message))
+			continue
+		}
+		in.log.Log(LevelError, fmt.Sprintf(
+			"digest recipient refused: address=%s message_id=<%s> records=%d code=%d enhanced_code=%s: %s",
+			r.Address, m.email.MessageID, m.records(), r.Code, orNone(r.EnhancedCode), r.Message))
+	}
+	o := m.resend
+	if o == nil {
+		if len(owed) == 0 {
+			return
+		}
+		o = &owedDigest{email: m.email, records: len(m.members), at: m.members[len(m.members)-1].Time}
+	} else if len(owed) == 0 {
+		return // every deferred recipient has it now
+	}
+	in.oweAgain(o, owed)
+}
+
+// oweAgain keeps o for the recipients to after a growing back-off, unless too many digests
+// are owed already (then an [error] line). It returns the wait.
+func (in *Instance) oweAgain(o *owedDigest, to []string) time.Duration {
+	d := in.dig
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.owed) >= maxOwedDigests {
+		in.log.Log(LevelError, fmt.Sprintf("digest message_id=<%s> of %d record(s) is not sent again to %s: %d digests already wait for deferred recipients",
+			o.email.MessageID, o.records, strings.Join(to, ", "), len(d.owed)))
+		return 0
+	}
+	o.to = to
+	o.backoff = min(max(2*o.backoff, digestRetryMin), digestRetryMax)
+	d.oweLocked(o, d.now().Add(o.backoff))
+	return o.backoff
 }
 
 // finish ends the members of a digest that was delivered or given up for good: they leave
@@ -671,6 +817,9 @@ func (in *Instance) closeDigests() {
 	for _, g := range d.groups {
 		g.retryAt = time.Time{}
 	}
+	for _, o := range d.owed {
+		o.retryAt = time.Time{}
+	}
 	d.mu.Unlock()
 	in.sendDigests(mailer.WithSoftDeadlineFunc(ctx, func() time.Time { return deadline }), true)
 	cancel()
@@ -679,7 +828,17 @@ func (in *Instance) closeDigests() {
 	for _, g := range d.groups {
 		left = append(left, g.waiting...)
 	}
+	owed := d.owed
+	d.owed = nil
 	d.mu.Unlock()
+	for _, o := range owed {
+		in.log.Log(LevelError, fmt.Sprintf("digest message_id=<%s> of %d record(s) could not be sent again to %s (refused for now) before the stop; it is written to dead_letter_dir when set",
+			o.email.MessageID, o.records, strings.Join(o.to, ", ")))
+		if in.dead != nil {
+			in.writeDeadLetter(deadletter.Letter{MessageID: o.email.MessageID, Tag: "digest", Time: o.at, Kind: deadletter.Message,
+				Body: o.email.Data, Reason: "not delivered to " + strings.Join(o.to, ", ") + " before the plugin stopped"}, fmt.Sprintf("message_id=<%s>", o.email.MessageID))
+		}
+	}
 	switch {
 	case len(left) == 0:
 	case d.store != nil:
@@ -692,6 +851,8 @@ func (in *Instance) closeDigests() {
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {
 			in.log.Log(LevelError, fmt.Sprintf("digest: closing %s: %v", d.storePath, err))
+		} else {
+			in.log.Log(LevelInfo, fmt.Sprintf("digest: closed %s, %d record(s) waiting", d.storePath, len(left)))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,46 @@ func newDigestSetup(t *testing.T, opt Options, clk *fakeClock) *digestSetup {
 	ds.in = NewInstance(ds.r, ds.s, ds.log, opt)
 	t.Cleanup(func() { _ = ds.in.Close() })
 	return ds
+}
+
+// answerDigests makes the sender answer each digest with digest(m, attempt); single emails
+// are delivered.
+func (ds *digestSetup) answerDigests(digest func(m mailer.Message, attempt int) mailer.Result) {
+	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
+		if _, ok := ds.r.digest(m.ID); ok {
+			return digest(m, attempt)
+		}
+		return mailer.Result{Outcome: mailer.Delivered}
+	}
+}
+
+// withDeadLetters adds a dead letter directory to opt and returns it.
+func withDeadLetters(t *testing.T, opt *Options) string {
+	t.Helper()
+	dir, w := deadDir(t, 1<<20)
+	opt.DeadLetters = w
+	return dir
+}
+
+// wantOneDigest checks that the totals count one digest delivered, of records records.
+func (ds *digestSetup) wantOneDigest(t *testing.T, records int) {
+	t.Helper()
+	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != records {
+		t.Errorf("totals %+v, want 1 digest of %d records", tot, records)
+	}
+}
+
+// waitBackoff lets the first back-off of the digest id pass, checking that it is not sent
+// again a second before its end, and runs the loop's pass at its end.
+func (ds *digestSetup) waitBackoff(t *testing.T, id string) {
+	t.Helper()
+	ds.clk.advance(digestRetryMin - time.Second)
+	ds.tick()
+	if n := ds.s.sends()[id]; n != 1 {
+		t.Fatalf("digest sent %d times before its back-off ended, want 1", n)
+	}
+	ds.clk.advance(time.Second)
+	ds.tick()
 }
 
 // tick runs one pass of the loop at the fake clock's time.
@@ -142,7 +183,10 @@ func TestDigestQuietGroupSendsAtOnce(t *testing.T) {
 // under the first email, each record in exactly one email.
 func TestDigestBurstIsOneSingleAndOneDigest(t *testing.T) {
 	clk := testClock()
-	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
+	opt := digestOptions(t, clk, testWindow, 1000)
+	var told atomic.Int32
+	opt.OnDigests = func() { told.Add(1) }
+	ds := newDigestSetup(t, opt, clk)
 	code, st := ds.in.Flush("app", records(100, nil))
 	if code != FLBOK || st.Delivered != 1 || st.Digested != 99 || st.Records != 100 {
 		t.Fatalf("flush: code %d stats %+v, want OK with 1 delivered and 99 digested", code, st)
@@ -178,6 +222,9 @@ func TestDigestBurstIsOneSingleAndOneDigest(t *testing.T) {
 	tot := ds.in.Total()
 	if tot.DigestsSent != 1 || tot.DigestRecords != 99 || tot.Digested != 99 {
 		t.Errorf("totals %+v, want 1 digest of 99 records", tot)
+	}
+	if n := told.Load(); n != 1 {
+		t.Errorf("OnDigests called %d times, want once (after the digest)", n)
 	}
 }
 
@@ -305,12 +352,12 @@ func TestSplitDigestBySize(t *testing.T) {
 func TestDigestRetryKeepsRecords(t *testing.T) {
 	clk := testClock()
 	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok && attempt == 1 {
+	ds.answerDigests(func(_ mailer.Message, attempt int) mailer.Result {
+		if attempt == 1 {
 			return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("421 4.3.0 try later")}
 		}
 		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	})
 	ds.in.Flush("app", records(20, nil))
 	clk.advance(testWindow)
 	ds.tick()
@@ -325,35 +372,23 @@ func TestDigestRetryKeepsRecords(t *testing.T) {
 	if w := ds.log.at(LevelWarn); len(w) != 1 || !strings.Contains(w[0], "digest message_id=<"+id+"> of 19 record(s) will be retried in 5s: 421 4.3.0 try later") {
 		t.Errorf("warnings %q", w)
 	}
-	clk.advance(digestRetryMin - time.Second)
-	ds.tick()
-	if n := ds.s.sends()[id]; n != 1 {
-		t.Fatalf("digest sent %d times before its back-off ended, want 1", n)
-	}
-	clk.advance(time.Second)
-	ds.tick()
+	ds.waitBackoff(t, id)
 	if n := ds.s.sends()[id]; n != 2 {
 		t.Fatalf("digest sent %d times after its back-off, want 2 (the same digest again)", n)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 19 {
-		t.Errorf("totals %+v, want 1 digest of 19 records", tot)
-	}
+	ds.wantOneDigest(t, 19)
 }
 
 // TestDigestRejectedIsDeadLettered: a permanent rejection of a digest writes it to
 // dead_letter_dir with an [error] line naming its Message-ID and record count.
 func TestDigestRejectedIsDeadLettered(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters = w
+	dir := withDeadLetters(t, &opt)
 	ds := newDigestSetup(t, opt, clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok {
-			return mailer.Result{Outcome: mailer.Rejected, Err: &mailer.StepError{Step: mailer.StepDATA, Code: 552, EnhancedCode: "5.3.4", Message: "message too big"}}
-		}
-		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Rejected, Err: &mailer.StepError{Step: mailer.StepDATA, Code: 552, EnhancedCode: "5.3.4", Message: "message too big"}}
+	})
 	ds.in.Flush("app", records(5, nil))
 	clk.advance(testWindow)
 	ds.tick()
@@ -421,16 +456,13 @@ func waitFor(t *testing.T, cond func() bool) {
 // gives their count.
 func TestDigestCloseWithoutLedgerDeadLetters(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters, opt.FlushTimeout = w, 200*time.Millisecond
+	dir := withDeadLetters(t, &opt)
+	opt.FlushTimeout = 200 * time.Millisecond
 	ds := newDigestSetup(t, opt, clk)
-	ds.s.decide = func(m mailer.Message, attempt int) mailer.Result {
-		if _, ok := ds.r.digest(m.ID); ok {
-			return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
-		}
-		return mailer.Result{Outcome: mailer.Delivered}
-	}
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
+	})
 	ds.in.Flush("app", records(10, nil))
 	if err := ds.in.Close(); err != nil {
 		t.Fatal(err)
@@ -759,9 +791,9 @@ func TestDigestConcurrentFlushes(t *testing.T) {
 // pause is over and the provider's window has rolled.
 func TestDigestQuotaReplyPausesAndKeeps(t *testing.T) {
 	clk := testClock()
-	dir, w := deadDir(t, 1<<20)
 	opt := digestOptions(t, clk, testWindow, 1000)
-	opt.DeadLetters, opt.QuotaPause = w, time.Minute
+	dir := withDeadLetters(t, &opt)
+	opt.QuotaPause = time.Minute
 	ds := newDigestSetup(t, opt, clk)
 	q := &quotaServer{budget: 1}
 	ds.s.decide = q.decide
@@ -783,9 +815,7 @@ func TestDigestQuotaReplyPausesAndKeeps(t *testing.T) {
 	if n := ds.s.sends()[id]; n != 2 {
 		t.Fatalf("digest sent %d times after the pause, want 2", n)
 	}
-	if tot := ds.in.Total(); tot.DigestsSent != 1 || tot.DigestRecords != 9 {
-		t.Errorf("totals %+v, want 1 digest of 9 records", tot)
-	}
+	ds.wantOneDigest(t, 9)
 	if files := dirFiles(t, dir); len(files) != 0 {
 		t.Errorf("dead letters after a quota reply: %q", files)
 	}
@@ -808,5 +838,116 @@ func TestDigestStormGuardApplies(t *testing.T) {
 	ds.tick()
 	if diff := cmp.Diff([]string{"single", "digest(9)"}, kinds(ds.mails())); diff != "" {
 		t.Errorf("emails once the minute has room (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenDigests: Open turns digests on from digest_window and says at start-up where the
+// waiting records are kept.
+func TestOpenDigests(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		keys := config.MapGetter{"dest_host": "127.0.0.1:1", "dest_email": "soc@example.com", "from_email": "fb@example.com",
+			"secret_key": "a-long-enough-test-secret-key", "digest_window": "10s", "digest_by": "$host"}
+		want := "kept in memory only (no ledger_dir): a crash or kill -9 loses the records waiting for a digest"
+		if disk {
+			keys["ledger_dir"] = t.TempDir()
+			want = "kept in ledger_dir, synced before each flush returns: a crash loses none"
+		}
+		log := &recorder{Max: LevelInfo}
+		in := Open(keys, log, Options{})
+		if in == nil {
+			t.Fatalf("Open failed:\n%s", log.all())
+		}
+		if in.dig == nil || in.dig.window != 10*time.Second || len(in.dig.by) != 1 {
+			t.Errorf("digests not on as configured: %+v", in.dig)
+		}
+		if info := strings.Join(log.at(LevelInfo), "\n"); !strings.Contains(info, "digests on: ") || !strings.Contains(info, want) {
+			t.Errorf("start-up lines lack %q:\n%s", want, info)
+		}
+		if err := in.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDigestPartlyRefused: a digest accepted for one recipient is delivered (counted once);
+// a recipient that refused it for good gets an [error] line, one that refused it for now gets
+// the same digest again, alone, after the back-off.
+func TestDigestPartlyRefused(t *testing.T) {
+	clk := testClock()
+	ds := newDigestSetup(t, digestOptions(t, clk, testWindow, 1000), clk)
+	var tos [][]string
+	ds.answerDigests(func(m mailer.Message, attempt int) mailer.Result {
+		res := mailer.Result{Outcome: mailer.Delivered}
+		tos = append(tos, m.To)
+		if attempt == 1 {
+			res.Rejected = []mailer.RecipientError{
+				{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"},
+				{Address: "gone@example.com", Code: 550, EnhancedCode: "5.1.1", Message: "no such user"},
+			}
+		}
+		return res
+	})
+	ds.in.Flush("app", records(3, nil))
+	clk.advance(testWindow)
+	ds.tick()
+	id := ds.mails()[1].id
+	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest recipient refused: address=gone@example.com message_id=<"+id+"> records=2 code=550 enhanced_code=5.1.1: no such user") {
+		t.Errorf("[error] lines %q", errs)
+	}
+	if w := ds.log.at(LevelWarn); len(w) != 1 || !strings.HasPrefix(w[0], "digest recipient deferred: address=full@example.com message_id=<"+id+"> records=2 code=452") {
+		t.Errorf("[ warn] lines %q", w)
+	}
+	ds.waitBackoff(t, id)
+	clk.advance(time.Hour)
+	ds.tick()
+	if diff := cmp.Diff([][]string{{"soc@example.com"}, {"full@example.com"}}, tos); diff != "" {
+		t.Errorf("digest envelopes (-want +got):\n%s", diff)
+	}
+	ds.wantOneDigest(t, 2)
+}
+
+// TestDigestOwedAtClose: a digest still owed to a recipient that keeps refusing it for now is
+// tried once more at Close, then written to dead_letter_dir with an [error] line.
+func TestDigestOwedAtClose(t *testing.T) {
+	clk := testClock()
+	opt := digestOptions(t, clk, testWindow, 1000)
+	dir := withDeadLetters(t, &opt)
+	opt.FlushTimeout = 200 * time.Millisecond
+	ds := newDigestSetup(t, opt, clk)
+	ds.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Delivered, Rejected: []mailer.RecipientError{{Address: "full@example.com", Code: 452, EnhancedCode: "4.2.2", Message: "mailbox full"}}}
+	})
+	ds.in.Flush("app", records(3, nil))
+	clk.advance(testWindow)
+	ds.tick()
+	id := ds.mails()[1].id
+	if err := ds.in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := ds.s.sends()[id]; n != 2 {
+		t.Errorf("digest sent %d times, want 2 (once more at Close)", n)
+	}
+	if errs := ds.log.at(LevelError); len(errs) != 1 || !strings.HasPrefix(errs[0], "digest message_id=<"+id+"> of 2 record(s) could not be sent again to full@example.com (refused for now) before the stop") {
+		t.Errorf("[error] lines %q", errs)
+	}
+	if files := dirFiles(t, dir); len(files) != 2 || !strings.HasSuffix(files[0], ".eml") {
+		t.Errorf("dead letters %q, want the digest's .eml and its reason", files)
+	}
+}
+
+// TestGroupKeyRoundTrip: the group key kept in the spool gives back the group's keys and
+// values, whatever they hold; an unreadable key gives no values.
+func TestGroupKeyRoundTrip(t *testing.T) {
+	for _, values := range [][]output.GroupValue{
+		nil,
+		{{Key: "$host", Value: "web-1"}},
+		{{Key: "$detect['cat']", Value: `a "quoted", comma=value`}, {Key: "$TAG[1]", Value: ""}, {Key: "$u", Value: "ünïcode\x00"}},
+	} {
+		if diff := cmp.Diff(values, groupValues(groupKey(values))); diff != "" {
+			t.Errorf("groupValues(groupKey(%q)) (-want +got):\n%s", values, diff)
+		}
+	}
+	if got := groupValues(`"$host"=web-1`); got != nil {
+		t.Errorf("unreadable key gave %q", got)
 	}
 }

@@ -81,6 +81,9 @@ type Options struct {
 	// Digests turns digests on (digest.go) when its DigestWindow is set and the Renderer is a
 	// DigestRenderer. Open sets it from digest_window, digest_by and digest_max_records.
 	Digests config.Digests
+	// OnDigests, when set, is called after digests were delivered, from the goroutine that
+	// sends them (between flushes), so that metrics need not wait for the next flush.
+	OnDigests func()
 }
 
 // Stats counts what flushes did. Every record handed to Flush ends in exactly one of
@@ -196,6 +199,7 @@ func NewInstance(r Renderer, s Sender, log Logger, opt Options) *Instance {
 	}
 	in.idle = sync.NewCond(&in.mu)
 	if in.dig = newDigests(opt.Digests, r, opt.Now); in.dig != nil {
+		in.dig.delivered = opt.OnDigests
 		go in.digestLoop()
 	}
 	return in
@@ -250,6 +254,11 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	in := NewInstance(r, m, log, opt)
 	if useDisk && !in.openDurable(cfg, opt.Now) {
+		in.cancel()
+		if in.dig != nil { // the loop has nothing to send: end it
+			close(in.dig.quit)
+			<-in.dig.done
+		}
 		return nil
 	}
 	log.Log(LevelInfo, "started: "+cfg.Effective())
@@ -258,6 +267,9 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	if opt.MaxEmailsPerMinute > 0 {
 		log.Log(LevelInfo, guardNotice(opt.MaxEmailsPerMinute))
+	}
+	if in.dig != nil {
+		log.Log(LevelInfo, digestNotice(in.dig.window, cfg.LedgerDir != "")) // smtpout check opens no file
 	}
 	return in
 }
@@ -326,6 +338,8 @@ type pending struct {
 // any record needs another try (Fluent Bit then hands back the whole chunk; records already
 // delivered are skipped), else FLBOK. Records that can never be delivered (unrenderable,
 // rejected with 5xx, malformed entries) are logged as [error] lines and do not cause a retry.
+// With digests on, the records of a group that had an email within digest_window are taken
+// for the group's digest (Stats.Digested, digest.go): settled, kept, and sent later.
 // data must not be modified until Flush returns, and may be freed once it has returned:
 // decoded strings alias it, so nothing Flush keeps afterwards may refer to them (Message-IDs,
 // emails, log lines, dead letters and the ledger are all built anew). The plugin passes

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -9,7 +11,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/internal/spool"
+	"github.com/smtpout/smtpout/mailer"
 )
 
 // crash ends an instance as a SIGKILL would: its loop stops and its files are closed
@@ -128,4 +132,58 @@ func TestStaleDigestSpoolIsKeptAndWarned(t *testing.T) {
 	if w := strings.Join(log.at(LevelWarn), "\n"); !strings.Contains(w, "holds 1 record(s) waiting for a digest of an output that no longer runs") {
 		t.Errorf("no warning about the spool:\n%s", log.all())
 	}
+}
+
+// TestDigestCloseWithLedgerDirKeepsTheRest: what Close cannot deliver stays in the spool
+// (one [ warn] line with the count, no dead letter, no [error]) and the next start sends it.
+func TestDigestCloseWithLedgerDirKeepsTheRest(t *testing.T) {
+	dir := t.TempDir()
+	clk := testClock()
+	ds1 := &digestSetup{clk: clk, s: newSender(), r: newRenderer(t), log: &recorder{Max: LevelInfo}}
+	ds1.in = openDigestDurable(t, dir, clk, ds1.s, ds1.r, ds1.log)
+	ds1.in.flushTimeout = 200 * time.Millisecond
+	ds1.answerDigests(func(mailer.Message, int) mailer.Result {
+		return mailer.Result{Outcome: mailer.Retry, Err: fmt.Errorf("dial tcp: connection refused")}
+	})
+	ds1.in.Flush("app", hostRecords(0, "a", "a", "a", "b"))
+	if err := ds1.in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(ds1.log.at(LevelWarn), "\n"); !strings.Contains(w, "digest: 2 record(s) could not be sent before the stop; they wait in ") {
+		t.Errorf("no [ warn] line with the count:\n%s", ds1.log.all())
+	}
+	if e := ds1.log.at(LevelError); len(e) != 0 {
+		t.Errorf("[error] lines: %q", e)
+	}
+	ds2 := &digestSetup{clk: clk, s: newSender(), r: newRenderer(t), log: &recorder{Max: LevelInfo}}
+	ds2.in = openDigestDurable(t, dir, clk, ds2.s, ds2.r, ds2.log)
+	t.Cleanup(func() { _ = ds2.in.Close() })
+	waitFor(t, func() bool { return len(ds2.mails()) == 1 })
+	if diff := cmp.Diff([]string{"digest(2)"}, kinds(ds2.mails())); diff != "" {
+		t.Errorf("emails after the restart (-want +got):\n%s", diff)
+	}
+}
+
+// TestDigestSpoolLockedStopsStartUp: a digest spool held by another process stops start-up
+// like a held ledger, and the failed Open leaves no goroutine behind.
+func TestDigestSpoolLockedStopsStartUp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := durableConfig(dir)
+	held, _, err := spool.Open(dir, ledgerName(cfg), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	keys := config.MapGetter{"dest_host": "127.0.0.1:465", "dest_email": "soc@example.com", "from_email": "fb@example.com",
+		"secret_key": "a-long-enough-test-secret-key", "digest_window": "10s", "ledger_dir": dir}
+	before := runtime.NumGoroutine()
+	log := &recorder{Max: LevelInfo}
+	if in := Open(keys, log, Options{}); in != nil {
+		_ = in.Close()
+		t.Fatalf("Open succeeded with the spool held:\n%s", log.all())
+	}
+	if errs := strings.Join(log.at(LevelError), "\n"); !strings.Contains(errs, "is in use by another Fluent Bit process") || !strings.Contains(errs, "not started: the digest spool in ledger_dir cannot be used") {
+		t.Errorf("[error] lines:\n%s", errs)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }

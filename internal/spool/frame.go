@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -13,18 +14,23 @@ import (
 //	offset 0   kind (1 byte: 'H', 'R', 'D' or 'T')
 //	offset 1   length of the body (uint32, little-endian)
 //	offset 5   CRC-32C (Castagnoli) of the body (uint32, little-endian)
-//	offset 9   CRC-32C of bytes 0..8 (uint32, little-endian)
+//	offset 9   CRC-32C of bytes 0..8 and the file's salt (uint32, little-endian)
 //	offset 13  body
 //
 // The second checksum guards the length field on its own, so a reader that lost its place
-// (a damaged length field) finds the next frame by testing 13 bytes at each offset, not by
-// checksumming a body of unknown length at each one.
+// (a damaged length field, a header lost in a crash) finds the next frame by testing 13 bytes
+// at each offset, not by checksumming a body of unknown length at each one. It covers the
+// file's salt, 8 random bytes kept in the head frame at offset 0 (the one frame whose header
+// checksum leaves the salt out) and in the lock file: a payload is data from outside, and
+// bytes in it built to look like a frame (a Done frame for other records, a record of the
+// sender's choosing) cannot pass for one without the salt.
 const headerSize = 13
 
 // The kinds of frame.
 const (
-	// kindHead: the format version and the next Seq to assign (written by compactions and
-	// truncations, so Seqs stay unique after the records that held the highest are gone).
+	// kindHead: the format version, the next Seq to assign and the salt. One starts every
+	// file; cut-backs append one, so Seqs stay unique after the records that held the highest
+	// are gone.
 	kindHead byte = 'H'
 	// kindRecord: one waiting Record.
 	kindRecord byte = 'R'
@@ -52,25 +58,34 @@ type header struct {
 	bodyCRC uint32
 }
 
-// parseHeader decodes b[:headerSize]; ok is false when its checksum or kind is wrong.
-func parseHeader(b []byte) (h header, ok bool) {
-	if !validKind(b[0]) || binary.LittleEndian.Uint32(b[9:]) != crc32.Checksum(b[:9], castagnoli) {
+// saltSize is the size of a file's salt.
+const saltSize = 8
+
+// headerCRC is the header checksum of b[:9] with salt (nil: the head frame at offset 0).
+func headerCRC(b, salt []byte) uint32 {
+	return crc32.Update(crc32.Checksum(b[:9], castagnoli), castagnoli, salt)
+}
+
+// parseHeader decodes b[:headerSize]; ok is false when its checksum (with salt) or kind is
+// wrong.
+func parseHeader(b, salt []byte) (h header, ok bool) {
+	if !validKind(b[0]) || binary.LittleEndian.Uint32(b[9:]) != headerCRC(b, salt) {
 		return header{}, false
 	}
 	return header{kind: b[0], n: int64(binary.LittleEndian.Uint32(b[1:])), bodyCRC: binary.LittleEndian.Uint32(b[5:])}, true
 }
 
 // sealFrame fills in the header of b, a frame whose body b[headerSize:] is written.
-func sealFrame(b []byte, kind byte) {
+func sealFrame(b []byte, kind byte, salt []byte) {
 	b[0] = kind
 	binary.LittleEndian.PutUint32(b[1:], uint32(len(b)-headerSize))
 	binary.LittleEndian.PutUint32(b[5:], crc32.Checksum(b[headerSize:], castagnoli))
-	sealHeader(b)
+	sealHeader(b, salt)
 }
 
 // sealHeader sets the header checksum of b[:headerSize].
-func sealHeader(b []byte) {
-	binary.LittleEndian.PutUint32(b[9:], crc32.Checksum(b[:9], castagnoli))
+func sealHeader(b, salt []byte) {
+	binary.LittleEndian.PutUint32(b[9:], headerCRC(b, salt))
 }
 
 // maxBody is the largest body a frame's length field can describe.
@@ -209,19 +224,20 @@ func decodeDone(b []byte) ([]uint64, error) {
 	return seqs, nil
 }
 
-func appendHead(b []byte, next uint64) []byte {
+func appendHead(b []byte, next uint64, salt []byte) []byte {
 	b = append(b, version)
-	return binary.LittleEndian.AppendUint64(b, next)
+	b = binary.LittleEndian.AppendUint64(b, next)
+	return append(b, salt...)
 }
 
 // headSize is the size of a head frame.
-const headSize = headerSize + 9
+const headSize = headerSize + 9 + saltSize
 
-func decodeHead(b []byte) (uint64, error) {
-	if len(b) != 9 || b[0] != version {
-		return 0, errBody
+func decodeHead(b []byte) (next uint64, salt []byte, err error) {
+	if len(b) != 9+saltSize || b[0] != version {
+		return 0, nil, errBody
 	}
-	return binary.LittleEndian.Uint64(b[1:]), nil
+	return binary.LittleEndian.Uint64(b[1:]), bytes.Clone(b[9:]), nil
 }
 
 // window reads a file through a buffer of at most windowSize bytes, so the frames of a file

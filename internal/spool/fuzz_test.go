@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"encoding/hex"
 	"os"
 	"runtime"
 	"testing"
@@ -52,9 +53,9 @@ func FuzzOpen(f *testing.F) {
 	damaged := bytes.Clone(good)
 	damaged[len(good)/2] ^= 0xff
 	f.Add(damaged)
-	huge := bytes.Clone(good[:headerSize])
-	copy(huge[1:5], []byte{0xff, 0xff, 0xff, 0x7f}) // a length of 2 GiB
-	sealHeader(huge)
+	huge := bytes.Clone(good[:headSize+headerSize])
+	copy(huge[headSize+1:], []byte{0xff, 0xff, 0xff, 0x7f}) // a length of 2 GiB
+	sealHeader(huge[headSize:], fileSalt(good))
 	f.Add(huge)
 	f.Add([]byte{})
 	f.Add(bytes.Repeat([]byte{kindRecord}, 100))
@@ -62,6 +63,14 @@ func FuzzOpen(f *testing.F) {
 		dir := t.TempDir()
 		if err := os.WriteFile(Path(dir, "out"), data, 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if len(data) >= headSize && data[0]&1 == 0 {
+			// Half the time, a lock file with the salt where the head frame keeps it, so a
+			// damaged head frame does not make the rest unreadable.
+			lock := saltPrefix + hex.EncodeToString(fileSalt(data)) + "\n"
+			if err := os.WriteFile(Path(dir, "out")+LockSuffix, []byte(lock), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)

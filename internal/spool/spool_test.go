@@ -2,11 +2,14 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -219,6 +222,9 @@ func threeRecords(t *testing.T, dir string) (file []byte, starts []int64) {
 	}
 	return b, starts
 }
+
+// fileSalt is the salt in the head frame of a spool file's bytes.
+func fileSalt(b []byte) []byte { return b[headSize-saltSize : headSize] }
 
 func writeFile(t *testing.T, dir string, b []byte) {
 	t.Helper()
@@ -722,7 +728,7 @@ func TestConcurrentUse(t *testing.T) {
 	kept := make([][]uint64, 4)
 	for w := range 4 {
 		wg.Go(func() {
-			for i := range 300 {
+			for i := range 150 {
 				seqs := add(t, s, r, r)
 				if err := s.Sync(); err != nil {
 					t.Error(err)
@@ -749,5 +755,298 @@ func TestConcurrentUse(t *testing.T) {
 	_, st := openSpool(t, dir, Options{})
 	if len(st.Waiting) != want || st.Damaged != 0 || st.Truncated != 0 {
 		t.Errorf("reopened: %d waiting (want %d), %d damaged, %d cut", len(st.Waiting), want, st.Damaged, st.Truncated)
+	}
+}
+
+// TestKilledWriter is not a test: TestSIGKILLLosesNothing runs the test binary with
+// SPOOL_KILL=dir to write records in another process until it is killed.
+func TestKilledWriter(t *testing.T) {
+	dir := os.Getenv("SPOOL_KILL")
+	if dir == "" {
+		t.Skip("helper process only")
+	}
+	s, _, err := Open(dir, "out", Options{Now: clock})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	if err := s.SetRoot(Root{"g", "2026-12-05", "root@x"}); err != nil {
+		fmt.Println("set root:", err)
+		os.Exit(2)
+	}
+	// Records 1..1000; every third is done in a Done of its own, without any Sync.
+	for i := 1; i <= 1000; i++ {
+		seq, err := s.Add(rec(i, "g"))
+		if err != nil {
+			fmt.Println("add:", err)
+			os.Exit(2)
+		}
+		if i%3 == 0 {
+			if err := s.Done(seq); err != nil {
+				fmt.Println("done:", err)
+				os.Exit(2)
+			}
+		}
+	}
+	fmt.Println("written")
+	os.Stdout.Sync()
+	var b [1]byte
+	os.Stdin.Read(b[:]) // the parent kills us here
+	os.Exit(3)
+}
+
+// TestSIGKILLLosesNothing: a process that added records (no Sync) is killed with SIGKILL;
+// the next Open finds every record it added and did not mark done, and its thread root.
+func TestSIGKILLLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestKilledWriter$")
+	cmd.Env = append(os.Environ(), "SPOOL_KILL="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 8)
+	if _, err := stdout.Read(line); err != nil || string(line) != "written\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("helper ended with %v, want killed", err)
+	}
+	var want []Record
+	for i := 1; i <= 1000; i++ {
+		if i%3 != 0 {
+			want = append(want, withSeq(rec(i, "g"), uint64(i)))
+		}
+	}
+	_, st := openSpool(t, dir, Options{}) // the lock went with the process
+	if diff := cmp.Diff(State{Waiting: want, Roots: []Root{{"g", "2026-12-05", "root@x"}}}, st, equate); diff != "" {
+		t.Errorf("State after SIGKILL (-want +got):\n%s", diff)
+	}
+}
+
+// TestHugeLengthFieldIsNotAllocated: a length field of 2 GiB, damaged in the middle of the
+// file or whole at its end, costs no allocation of its size: Open reads what the file holds.
+func TestHugeLengthFieldIsNotAllocated(t *testing.T) {
+	file, starts := threeRecords(t, t.TempDir())
+	first2 := []Record{withSeq(rec(1, "g"), 1), withSeq(rec(2, "g"), 2)}
+	huge := func(at int64, seal bool) []byte {
+		b := bytes.Clone(file)
+		copy(b[at+1:at+5], []byte{0xff, 0xff, 0xff, 0x7f})
+		if seal {
+			sealHeader(b[at:at+headerSize], fileSalt(file))
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want State
+	}{
+		{"damaged, middle frame", huge(starts[1], false),
+			State{Waiting: []Record{withSeq(rec(1, "g"), 1), withSeq(rec(3, "g"), 3)}, Damaged: 1}},
+		{"whole header, last frame", huge(starts[2], true),
+			State{Waiting: first2, Truncated: starts[3] - starts[2]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, tc.b)
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			s, st, err := Open(dir, "out", Options{Now: clock})
+			runtime.ReadMemStats(&m1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 1<<20 {
+				t.Errorf("Open of a %d-byte file allocated %d bytes", len(tc.b), alloc)
+			}
+			st.Compaction = nil
+			if diff := cmp.Diff(tc.want, st, equate); diff != "" {
+				t.Errorf("State (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// syncCount counts the fdatasyncs of the data file.
+type syncCount struct {
+	file
+	n *int
+}
+
+func (f syncCount) Sync() error { *f.n++; return f.file.Sync() }
+
+// TestSyncOnlyWhenWritten: Sync costs an fdatasync only when something was written since the
+// last one, and Close syncs what is left.
+func TestSyncOnlyWhenWritten(t *testing.T) {
+	var n int
+	s, _ := openSpool(t, t.TempDir(), Options{wrap: func(f file) file { return syncCount{f, &n} }})
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"nothing written", func() {}, 0},
+		{"Add", func() { add(t, s, rec(1, "g"), rec(2, "g")) }, 1},
+		{"nothing since", func() {}, 1},
+		{"SetRoot", func() { setRoot(t, s, Root{"g", "2026-12-05", "r@x"}) }, 2},
+		{"Done", func() { done(t, s, 1) }, 3},
+		{"Done of nothing waiting", func() { done(t, s, 1) }, 3},
+	}
+	for _, st := range steps {
+		st.do()
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if n != st.want {
+			t.Errorf("after %s and Sync: %d fdatasyncs, want %d", st.name, n, st.want)
+		}
+	}
+	add(t, s, rec(3, "g"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("Close after an Add: %d fdatasyncs, want 4", n)
+	}
+}
+
+// forge is a frame as someone who knows the format and not the file builds it: kind, length,
+// the body's CRC-32C, the CRC-32C of those 9 bytes, the body.
+func forge(kind byte, body []byte) []byte {
+	b := []byte{kind}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	return append(b, body...)
+}
+
+// TestFramesInsidePayloadsAreNotFrames: a record's payload is data from outside (a log line)
+// and may hold bytes built to look like frames: a Done frame for the other records, a record
+// of the sender's choosing. When that record's own header is lost (a crash that wrote its
+// body's page and not its header's), the search for the next frame must not take them.
+func TestFramesInsidePayloadsAreNotFrames(t *testing.T) {
+	var done []byte
+	for seq := uint64(1); seq <= 8; seq++ {
+		done = binary.LittleEndian.AppendUint64(done, seq)
+	}
+	fake := rec(666, "g")
+	fake.Seq = 2
+	var forged []byte
+	forged = append(forged, forge('D', done)...)
+	forged = append(forged, forge('R', appendRecord(nil, &fake))...)
+	evil := rec(2, "g")
+	evil.Payload = append(append([]byte(`{"msg":"`), forged...), `"}`...)
+	for _, tc := range []struct {
+		name  string
+		after bool // a good record follows the damaged one
+	}{{"damaged record in the middle", true}, {"damaged record at the end", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := openSpool(t, dir, Options{})
+			add(t, s, rec(1, "g"))
+			at := s.Size()
+			add(t, s, evil)
+			want := []Record{withSeq(rec(1, "g"), 1)}
+			if tc.after {
+				add(t, s, rec(3, "g"))
+				want = append(want, withSeq(rec(3, "g"), 3))
+			}
+			kill(s)
+			b, _ := os.ReadFile(Path(dir, "out"))
+			clear(b[at : at+headerSize]) // the header's page never reached the disk
+			writeFile(t, dir, b)
+			_, st := openSpool(t, dir, Options{})
+			if diff := cmp.Diff(want, st.Waiting, equate); diff != "" {
+				t.Errorf("waiting after the evil record's header was lost (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSaltFromTheHeadFrameOrTheLockFile: the salt every header checksum covers is read from
+// the head frame, from the lock file when the head frame is damaged, and a file with neither
+// is unreadable: cut to nothing, reported, and the spool works on.
+func TestSaltFromTheHeadFrameOrTheLockFile(t *testing.T) {
+	file, starts := threeRecords(t, t.TempDir())
+	all := []Record{withSeq(rec(1, "g"), 1), withSeq(rec(2, "g"), 2), withSeq(rec(3, "g"), 3)}
+	lock := "smtpout digest spool salt=" + fmt.Sprintf("%x", fileSalt(file)) + "\n"
+	damagedHead := bytes.Clone(file)
+	damagedHead[5] ^= 1
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		lock string // the lock file's content ("": none)
+		want State
+	}{
+		{"head frame and lock file", file, lock, State{Waiting: all}},
+		{"head frame, no lock file", file, "", State{Waiting: all}},
+		{"damaged head frame, lock file", damagedHead, lock, State{Waiting: all, Damaged: 1}},
+		{"damaged head frame, no lock file", damagedHead, "", State{Truncated: starts[3]}},
+		{"damaged head frame, damaged lock file", damagedHead, lock[:20], State{Truncated: starts[3]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, tc.b)
+			if tc.lock != "" {
+				if err := os.WriteFile(Path(dir, "out")+LockSuffix, []byte(tc.lock), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, st := openSpool(t, dir, Options{})
+			st.Compaction = nil
+			if diff := cmp.Diff(tc.want, st, equate); diff != "" {
+				t.Errorf("State (-want +got):\n%s", diff)
+			}
+			seq := add(t, s, rec(4, "g"))[0]
+			s.Close()
+			if b, _ := os.ReadFile(Path(dir, "out") + LockSuffix); !strings.HasPrefix(string(b), saltPrefix) || len(b) != len(lock) {
+				t.Errorf("lock file holds %q, want the salt", b)
+			}
+			// Whatever was found, the file is sound again: nothing damaged, the new record kept.
+			_, st = openSpool(t, dir, Options{})
+			want := append(tc.want.Waiting[:len(tc.want.Waiting):len(tc.want.Waiting)], withSeq(rec(4, "g"), seq))
+			if diff := cmp.Diff(State{Waiting: want}, st, equate); diff != "" {
+				t.Errorf("State after an Add and reopening (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestCutBackIgnoresTheBackOff: rewrites keep failing (a full disk: the new file finds no
+// room), and the back-off holds them; once nothing waits, the cut-back (a truncation, which
+// needs no room and frees it) runs all the same.
+func TestCutBackIgnoresTheBackOff(t *testing.T) {
+	dir := t.TempDir()
+	blockCompaction(t, dir)
+	var comps []Compaction
+	s, _ := openSpool(t, dir, Options{OnCompact: func(c Compaction) { comps = append(comps, c) }})
+	r := rec(1, "g")
+	r.Payload = bytes.Repeat([]byte("z"), 2048)
+	held := add(t, s, r)
+	for range 600 { // 1.2 MiB of dead frames: a rewrite is tried, and fails
+		done(t, s, add(t, s, r)...)
+	}
+	if len(comps) != 1 || comps[0].Err == nil {
+		t.Fatalf("compactions: %+v, want one failed rewrite", comps)
+	}
+	big := s.Size()
+	done(t, s, held...)
+	if got := s.Size(); got > 2*headSize {
+		t.Errorf("nothing waits, and the file is %d bytes (was %d): not cut back during the back-off", got, big)
 	}
 }
