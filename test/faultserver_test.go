@@ -9,9 +9,11 @@ import (
 	"io"
 	"log"
 	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"net/textproto"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/smtpout/smtpout/output"
 	"github.com/smtpout/smtpout/testsupport/testcert"
@@ -94,6 +97,11 @@ type faultOptions struct {
 	// stored messages used it up, every message is answered 554 5.2.0
 	// SubmissionQuotaExceededException until rollWindow.
 	recipientBudget int
+	// budgetWindow, with recipientBudget, makes the budget roll by itself as Exchange's
+	// rolling 24 h do, shortened: the recipients of a stored message count against the
+	// budget for budgetWindow after it was stored, then they are free again. 0: the budget
+	// only comes back with rollWindow.
+	budgetWindow time.Duration
 }
 
 // The replies of Exchange Online's limits (../shared/FACTS.md).
@@ -107,12 +115,131 @@ var (
 // stored is one message the fault server accepted, as the test checks it.
 type stored struct {
 	MessageID string   // without angle brackets
-	N         int      // the record's "n" field, -1 when the payload has none
+	N         int      // the record's "n" field, -1 when the payload has none (or a digest)
 	Tag       string   // X-Fluent-Tag
 	EnvTo     []string // envelope recipients
 	VerifyErr string   // "" when the signature verifies
 	Ambiguous bool     // stored and then dropped before the reply
 	Helo      string   // the name the client gave in EHLO (which process sent it)
+	// Digest: the email is a digest (its NDJSON part was found), carrying Records: the "n"
+	// of every line, in order (a single email: its own n); Hosts the "host" field of each.
+	Digest  bool
+	Records []int
+	Hosts   []string
+	// RecordsHeader is X-Smtpout-Records (-1 when absent).
+	RecordsHeader int
+	// Subject, InReplyTo and References are the headers (Message-IDs without brackets).
+	Subject    string
+	InReplyTo  string
+	References []string
+	Arrived    time.Time // when the server stored it
+}
+
+// ndjsonType is the media type of a digest's records part.
+const ndjsonType = "application/x-ndjson"
+
+// parseStored reads the Message-ID, tag, threading headers and records of a machine-format
+// email or a digest (its NDJSON part, one record per line, wherever it sits in the MIME
+// tree) and checks its signature with output.Verify.
+func parseStored(body []byte) stored {
+	m := stored{N: -1, RecordsHeader: -1, Arrived: time.Now()}
+	if err := output.Verify(bytes.NewReader(body), []byte(testSecretKey)); err != nil {
+		m.VerifyErr = err.Error()
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(body))
+	if err != nil {
+		m.VerifyErr += "; parse: " + err.Error()
+		return m
+	}
+	m.MessageID = strings.Trim(msg.Header.Get("Message-Id"), "<> ")
+	m.Tag = msg.Header.Get("X-Fluent-Tag")
+	m.Subject, _ = new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+	m.InReplyTo = strings.Trim(msg.Header.Get("In-Reply-To"), "<> ")
+	for _, f := range strings.Fields(msg.Header.Get("References")) {
+		m.References = append(m.References, strings.Trim(f, "<>"))
+	}
+	if v := msg.Header.Get(output.RecordsHeader); v != "" {
+		if _, err := fmt.Sscan(v, &m.RecordsHeader); err != nil {
+			m.VerifyErr += fmt.Sprintf("; %s: %q", output.RecordsHeader, v)
+		}
+	}
+	payload, digest, err := recordsPart(textproto.MIMEHeader(msg.Header), msg.Body, 0)
+	if err != nil {
+		m.VerifyErr += "; " + err.Error()
+		return m
+	}
+	m.Digest = digest
+	lines := [][]byte{payload}
+	if digest {
+		if !bytes.HasSuffix(payload, []byte("\n")) {
+			m.VerifyErr += "; the NDJSON part does not end with a newline"
+		}
+		lines = bytes.Split(bytes.TrimSuffix(payload, []byte("\n")), []byte("\n"))
+	}
+	for i, line := range lines {
+		var p struct {
+			N    *int   `json:"n"`
+			Host string `json:"host"`
+		}
+		if err := json.Unmarshal(line, &p); err != nil {
+			m.VerifyErr += fmt.Sprintf("; payload line %d: %v", i+1, err)
+			continue
+		}
+		if p.N != nil {
+			m.Records = append(m.Records, *p.N)
+			m.Hosts = append(m.Hosts, p.Host)
+		}
+	}
+	if !digest && len(m.Records) == 1 {
+		m.N = m.Records[0]
+	}
+	if digest && m.RecordsHeader != len(lines) {
+		m.VerifyErr += fmt.Sprintf("; %s: %d for %d NDJSON lines", output.RecordsHeader, m.RecordsHeader, len(lines))
+	}
+	return m
+}
+
+// recordsPart returns the decoded records of an entity: the content of its NDJSON part
+// (digest true) when it has one, else of a top-level text/plain body (a machine-format single
+// email).
+func recordsPart(h textproto.MIMEHeader, body io.Reader, depth int) (payload []byte, digest bool, err error) {
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		return nil, false, fmt.Errorf("Content-Type %q: %v", h.Get("Content-Type"), err)
+	}
+	decoded := func() ([]byte, error) {
+		var r io.Reader = body
+		if strings.EqualFold(h.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			r = quotedprintable.NewReader(r)
+		}
+		return io.ReadAll(r)
+	}
+	switch {
+	case mt == ndjsonType:
+		b, err := decoded()
+		if err != nil {
+			err = fmt.Errorf("%s part: %v", ndjsonType, err)
+		}
+		return b, true, err
+	case mt == "text/plain" && depth == 0:
+		b, err := decoded()
+		return b, false, err
+	case strings.HasPrefix(mt, "multipart/") && depth < 4:
+		mr := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := mr.NextRawPart()
+			if err == io.EOF {
+				return nil, false, fmt.Errorf("%s without an %s part", mt, ndjsonType)
+			}
+			if err != nil {
+				return nil, false, fmt.Errorf("%s: %v", mt, err)
+			}
+			if b, ok, err := recordsPart(p.Header, p, depth+1); ok {
+				return b, ok, err // other parts (the summary, the HTML) are not the records
+			}
+		}
+	}
+	return nil, false, fmt.Errorf("Content-Type %q is neither the machine format nor a digest", h.Get("Content-Type"))
 }
 
 // faultServer is an in-process emersion/go-smtp server behind implicit TLS (a certificate
@@ -148,6 +275,13 @@ type faultServer struct {
 	refused      map[*smtp.Conn]bool
 	budget       int
 	quotaReplies int
+	spent        []spent // with budgetWindow: the recipients counted in the window, oldest first
+}
+
+// spent is a stored message's recipients, counted against a rolling budget until at.
+type spent struct {
+	at         time.Time // when they stop counting
+	recipients int
 }
 
 // rollWindow starts a new rolling window of the recipient budget: recipients more messages
@@ -157,6 +291,31 @@ func (fs *faultServer) rollWindow(recipients int) {
 	fs.budget = recipients
 	fs.notify()
 	fs.mu.Unlock()
+}
+
+// takeBudget spends recipients of the recipient budget, or counts a quota reply and returns
+// false when they are more than what is left. With budgetWindow, recipients spent longer ago
+// than the window are given back first.
+func (fs *faultServer) takeBudget(recipients int) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if w := fs.opt.budgetWindow; w > 0 {
+		now := time.Now()
+		for len(fs.spent) > 0 && !now.Before(fs.spent[0].at) {
+			fs.budget += fs.spent[0].recipients
+			fs.spent = fs.spent[1:]
+		}
+		if fs.budget >= recipients {
+			fs.spent = append(fs.spent, spent{at: now.Add(w), recipients: recipients})
+		}
+	}
+	if fs.budget < recipients {
+		fs.quotaReplies++
+		fs.notify()
+		return false
+	}
+	fs.budget -= recipients
+	return true
 }
 
 // startFaultServer starts a fault server that stops when the test ends.
@@ -365,47 +524,6 @@ func (fs *faultServer) store(body []byte, to []string, helo string, ambiguous bo
 	fs.mu.Unlock()
 }
 
-// parseStored reads the Message-ID, tag and payload of a machine-format email and checks its
-// signature.
-func parseStored(body []byte) stored {
-	m := stored{N: -1}
-	if err := output.Verify(bytes.NewReader(body), []byte(testSecretKey)); err != nil {
-		m.VerifyErr = err.Error()
-	}
-	msg, err := mail.ReadMessage(bytes.NewReader(body))
-	if err != nil {
-		m.VerifyErr += "; parse: " + err.Error()
-		return m
-	}
-	m.MessageID = strings.Trim(msg.Header.Get("Message-Id"), "<> ")
-	m.Tag = msg.Header.Get("X-Fluent-Tag")
-	mt, _, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || mt != "text/plain" {
-		m.VerifyErr += fmt.Sprintf("; Content-Type %q is not the machine format", msg.Header.Get("Content-Type"))
-		return m
-	}
-	var r io.Reader = msg.Body
-	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-		r = quotedprintable.NewReader(r)
-	}
-	payload, err := io.ReadAll(r)
-	if err != nil {
-		m.VerifyErr += "; body: " + err.Error()
-		return m
-	}
-	var p struct {
-		N *int `json:"n"`
-	}
-	if err := json.Unmarshal(payload, &p); err != nil {
-		m.VerifyErr += "; payload: " + err.Error()
-		return m
-	}
-	if p.N != nil {
-		m.N = *p.N
-	}
-	return m
-}
-
 // stall holds a transaction until the client closes the connection or the server stops.
 func (fs *faultServer) stall(conn net.Conn) {
 	fs.mu.Lock()
@@ -550,19 +668,8 @@ func (s *faultSession) Data(r io.Reader) error {
 		s.dead = true
 		return errDropped
 	}
-	if s.fs.opt.recipientBudget > 0 {
-		s.fs.mu.Lock()
-		over := s.fs.budget < len(s.to)
-		if over {
-			s.fs.quotaReplies++
-			s.fs.notify()
-		} else {
-			s.fs.budget -= len(s.to)
-		}
-		s.fs.mu.Unlock()
-		if over {
-			return errSubmissionQuota
-		}
+	if s.fs.opt.recipientBudget > 0 && !s.fs.takeBudget(len(s.to)) {
+		return errSubmissionQuota
 	}
 	s.fs.store(body, s.to, s.c.Hostname(), false)
 	if s.fs.opt.delay > 0 {
@@ -697,30 +804,7 @@ func checkDeliveryExplained(t testing.TB, fs *faultServer, want []int, resent ma
 		idsOfN[m.N][m.MessageID] = true
 	}
 	d.Distinct = len(byID)
-	wanted := make(map[int]bool, len(want))
-	var missing []int
-	for _, n := range want {
-		wanted[n] = true
-		switch ids := idsOfN[n]; {
-		case len(ids) == 0:
-			missing = append(missing, n)
-		case len(ids) > 1:
-			t.Errorf("record %d arrived under %d Message-IDs, want 1: %v", n, len(ids), keys(ids))
-		}
-	}
-	if len(missing) > 0 {
-		t.Errorf("%d of %d records never arrived: %v", len(missing), len(want), head(missing, 20))
-	}
-	var extra []int
-	for n := range idsOfN {
-		if !wanted[n] {
-			extra = append(extra, n)
-		}
-	}
-	if len(extra) > 0 {
-		sort.Ints(extra)
-		t.Errorf("records that were never sent arrived: %v", head(extra, 20))
-	}
+	checkCarriers(t, idsOfN, want)
 	for id, c := range byID {
 		if c == 1 {
 			continue
@@ -735,6 +819,94 @@ func checkDeliveryExplained(t testing.TB, fs *faultServer, want []int, resent ma
 		d.Resent += n
 	}
 	return d
+}
+
+// recordTally is what checkRecords found at the server: records delivered in single emails
+// and digests.
+type recordTally struct {
+	Emails   int // messages stored
+	Singles  int // distinct Message-IDs of single emails
+	Digests  int // distinct Message-IDs of digests
+	Records  int // distinct records delivered
+	Repeats  int // messages stored beyond the first per Message-ID (whole emails sent again)
+	Largest  int // the most records in one digest
+	Repeated int // of Repeats, copies of digests
+}
+
+// checkRecords fails the test unless every record numbered in want arrived in exactly one
+// email (one Message-ID, single or digest, and only once inside it), no other record arrived,
+// and every email's signature verifies. An email stored more than once under the same
+// Message-ID is counted in Repeats, for the caller to judge.
+func checkRecords(t testing.TB, fs *faultServer, want []int) recordTally {
+	t.Helper()
+	var c recordTally
+	copies := make(map[string]int)
+	carriers := make(map[int]map[string]bool) // record -> Message-IDs carrying it
+	for _, m := range fs.Stored() {
+		c.Emails++
+		copies[m.MessageID]++
+		if m.VerifyErr != "" {
+			t.Errorf("message <%s> (records %v): %s", m.MessageID, head(m.Records, 5), m.VerifyErr)
+		}
+		if copies[m.MessageID] > 1 {
+			c.Repeats++
+			if m.Digest {
+				c.Repeated++
+			}
+			continue
+		}
+		if m.Digest {
+			c.Digests++
+			c.Largest = max(c.Largest, len(m.Records))
+		} else {
+			c.Singles++
+		}
+		inThis := make(map[int]bool, len(m.Records))
+		for _, n := range m.Records {
+			if inThis[n] {
+				t.Errorf("record %d is in message <%s> twice", n, m.MessageID)
+			}
+			inThis[n] = true
+			if carriers[n] == nil {
+				carriers[n] = make(map[string]bool)
+			}
+			carriers[n][m.MessageID] = true
+		}
+	}
+	c.Records = len(want) - checkCarriers(t, carriers, want)
+	return c
+}
+
+// checkCarriers fails the test unless every record numbered in want arrived under exactly one
+// Message-ID (carriers: record -> the Message-IDs carrying it) and no other record arrived;
+// it returns how many of want never arrived.
+func checkCarriers(t testing.TB, carriers map[int]map[string]bool, want []int) int {
+	t.Helper()
+	wanted := make(map[int]bool, len(want))
+	var missing []int
+	for _, n := range want {
+		wanted[n] = true
+		switch ids := carriers[n]; {
+		case len(ids) == 0:
+			missing = append(missing, n)
+		case len(ids) > 1:
+			t.Errorf("record %d arrived under %d Message-IDs, want 1: %v", n, len(ids), keys(ids))
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d records never arrived: %v", len(missing), len(want), head(missing, 20))
+	}
+	var extra []int
+	for n := range carriers {
+		if !wanted[n] {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Ints(extra)
+		t.Errorf("records that were never sent arrived: %v", head(extra, 20))
+	}
+	return len(missing)
 }
 
 func keys(m map[string]bool) []string {
@@ -774,6 +946,59 @@ func (r *errRecorder) Errorf(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }
 
+// check fails t unless the recorded errors are as many as want and each contains its
+// counterpart in want, in order.
+func (r *errRecorder) check(t *testing.T, want []string) {
+	t.Helper()
+	if len(r.errs) != len(want) {
+		t.Fatalf("errors %q, want %d matching %q", r.errs, len(want), want)
+	}
+	for i, w := range want {
+		if !strings.Contains(r.errs[i], w) {
+			t.Errorf("error %d = %q, want it to contain %q", i, r.errs[i], w)
+		}
+	}
+}
+
+// TestCheckRecordsCatchesLossAndRecordsInTwoEmails shows that checkRecords, on which the
+// digest scenarios rely, fails on each kind of wrong delivery across single emails and
+// digests, and counts whole emails sent again as repeats.
+func TestCheckRecordsCatchesLossAndRecordsInTwoEmails(t *testing.T) {
+	single := func(id string, n int) stored { return stored{MessageID: id, N: n, Records: []int{n}} }
+	digest := func(id string, ns ...int) stored { return stored{MessageID: id, N: -1, Digest: true, Records: ns} }
+	for _, tc := range []struct {
+		name     string
+		msgs     []stored
+		wantErrs []string // a substring of each error, in order
+		want     recordTally
+	}{
+		{"single then digest", []stored{single("a", 1), digest("d", 2, 3)}, nil,
+			recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 3, Largest: 2}},
+		{"a digest sent twice", []stored{single("a", 1), digest("d", 2, 3), digest("d", 2, 3)}, nil,
+			recordTally{Emails: 3, Singles: 1, Digests: 1, Records: 3, Largest: 2, Repeats: 1, Repeated: 1}},
+		{"one lost", []stored{single("a", 1), digest("d", 2)}, []string{"1 of 3 records never arrived: [3]"},
+			recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 2, Largest: 1}},
+		{"single and in a digest", []stored{single("a", 1), digest("d", 1, 2, 3)},
+			[]string{"record 1 arrived under 2 Message-IDs"}, recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 3, Largest: 3}},
+		{"twice in one digest", []stored{digest("d", 1, 2, 2, 3)}, []string{"record 2 is in message <d> twice"},
+			recordTally{Emails: 1, Digests: 1, Records: 3, Largest: 4}},
+		{"a record never sent", []stored{digest("d", 1, 2, 3, 9)}, []string{"records that were never sent arrived: [9]"},
+			recordTally{Emails: 1, Digests: 1, Records: 3, Largest: 4}},
+		{"bad signature", []stored{single("a", 1), {MessageID: "d", Digest: true, Records: []int{2, 3}, VerifyErr: "signature does not match"}},
+			[]string{"message <d> (records [2 3]): signature does not match"}, recordTally{Emails: 2, Singles: 1, Digests: 1, Records: 3, Largest: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := &faultServer{msgs: tc.msgs}
+			rec := &errRecorder{TB: t}
+			got := checkRecords(rec, fs, []int{1, 2, 3})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("tally (-want +got):\n%s", diff)
+			}
+			rec.check(t, tc.wantErrs)
+		})
+	}
+}
+
 // TestCheckDeliveryCatchesLossAndUnexplainedDuplicates shows that checkDelivery, on which every
 // fault scenario relies, fails on each kind of wrong delivery.
 func TestCheckDeliveryCatchesLossAndUnexplainedDuplicates(t *testing.T) {
@@ -807,14 +1032,61 @@ func TestCheckDeliveryCatchesLossAndUnexplainedDuplicates(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("delivery (-want +got):\n%s", diff)
 			}
-			if len(rec.errs) != len(tc.wantErrs) {
-				t.Fatalf("errors %q, want %d matching %q", rec.errs, len(tc.wantErrs), tc.wantErrs)
-			}
-			for i, w := range tc.wantErrs {
-				if !strings.Contains(rec.errs[i], w) {
-					t.Errorf("error %d = %q, want it to contain %q", i, rec.errs[i], w)
-				}
-			}
+			rec.check(t, tc.wantErrs)
 		})
+	}
+}
+
+// TestParseStoredReadsDigests: parseStored finds a digest's NDJSON part inside multipart
+// entities (machine and readable layouts) and reads every line's record, the record count
+// header and the threading headers.
+func TestParseStoredReadsDigests(t *testing.T) {
+	ndjson := "{\"host\":\"web-1\",\"n\":7}\n{\"host\":\"web-1\",\"n\":8}\n"
+	part := "Content-Type: application/x-ndjson; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
+		strings.ReplaceAll(ndjson, "\n", "\r\n") + "\r\n"
+	head := "Message-ID: <d1@example.com>\r\nIn-Reply-To: <root@example.com>\r\nReferences: <root@example.com>\r\n" +
+		"Subject: Alert app: first\r\nX-Smtpout-Records: 2\r\nMIME-Version: 1.0\r\n"
+	machine := head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n2 records\r\n--b1\r\n" +
+		part + "--b1--\r\n"
+	readable := head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n" +
+		"--b2\r\nContent-Type: text/plain\r\n\r\n2 records\r\n--b2\r\nContent-Type: text/html\r\n\r\n<p>2 records</p>\r\n--b2--\r\n--b1\r\n" +
+		part + "--b1--\r\n"
+	want := stored{MessageID: "d1@example.com", N: -1, Digest: true, Records: []int{7, 8}, Hosts: []string{"web-1", "web-1"},
+		RecordsHeader: 2, Subject: "Alert app: first", InReplyTo: "root@example.com", References: []string{"root@example.com"}}
+	for name, raw := range map[string]string{"machine": machine, "readable": readable} {
+		got := parseStored([]byte(raw))
+		// The hand-made digests carry no signature: only that error is expected.
+		if !strings.Contains(got.VerifyErr, "no X-Smtpout-Signature") || strings.Contains(got.VerifyErr, ";") {
+			t.Errorf("%s: VerifyErr %q, want only the missing signature", name, got.VerifyErr)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(stored{}, "VerifyErr", "Arrived")); diff != "" {
+			t.Errorf("%s: parseStored (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+// TestRecipientBudgetRolls: with budgetWindow, recipients spent come back once the window
+// has passed since they were spent, never earlier.
+func TestRecipientBudgetRolls(t *testing.T) {
+	const window = 300 * time.Millisecond
+	fs := &faultServer{opt: faultOptions{recipientBudget: 2, budgetWindow: window}, budget: 2, changed: make(chan struct{})}
+	began := time.Now()
+	if !fs.takeBudget(1) || !fs.takeBudget(1) {
+		t.Fatal("the first two recipients were refused, want the budget of 2 taken")
+	}
+	if fs.takeBudget(1) {
+		t.Fatal("a third recipient was taken, want the quota reply")
+	}
+	for !fs.takeBudget(1) {
+		if time.Since(began) > time.Minute {
+			t.Fatal("the budget never rolled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(began); took < window {
+		t.Errorf("a recipient came back after %v, before the window of %v passed", took, window)
+	}
+	if fs.quotaReplies == 0 {
+		t.Error("no quota reply counted")
 	}
 }
