@@ -182,20 +182,6 @@ func openWindow(t *testing.T, fs *faultServer, send func(tag string, data []byte
 	}
 }
 
-// waitAccepting waits until the forward input on sock takes connections: its socket file
-// appears at bind(), before listen() (restartRig.start waits only for the file).
-func waitAccepting(t *testing.T, sock string) {
-	t.Helper()
-	probe := &fluentBitRun{t: t, sock: sock}
-	deadline := time.Now().Add(30 * time.Second)
-	for !probe.accepting() {
-		if time.Now().After(deadline) {
-			t.Fatalf("fluent-bit's forward socket %s took no connection within 30s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestFluentBitDigestSIGKILLMidWindow: with ledger_dir and filesystem storage, Fluent Bit is
 // killed while 100 records wait for their digest (taken by the plugin, not yet sent), and
 // started again with the same configuration: every record is delivered. "waiting" kills in
@@ -218,7 +204,6 @@ func TestFluentBitDigestSIGKILLMidWindow(t *testing.T) {
 			fs := startFaultServer(t, faultOptions{delay: tc.delay})
 			r := newRestartRig(t, digestKeys(fs, tc.window), "")
 			r.start()
-			waitAccepting(t, r.sock)
 			openWindow(t, fs, r.send, r.log, waiting)
 			if tc.onWire {
 				storedAtLeast(fs, 2)

@@ -118,9 +118,12 @@ func (r *restartRig) start() {
 	}
 	r.waited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(r.cmd, r.waited)
+	// Ready once the forward input takes a connection: its socket file appears at bind(),
+	// before listen(), so a send right after the file appears can be refused.
+	probe := &fluentBitRun{t: r.t, sock: r.sock}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(r.sock); err == nil {
+		if probe.accepting() {
 			return
 		}
 		select {
@@ -130,7 +133,7 @@ func (r *restartRig) start() {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("fluent-bit run %d: no forward socket within 30s", r.runs)
+			r.t.Fatalf("fluent-bit run %d: its forward socket took no connection within 30s", r.runs)
 		}
 	}
 }
