@@ -322,6 +322,9 @@ type scripted struct {
 	reply func(line string, n int) string
 	ehlo  string
 	done  chan struct{}
+	// replyGap, when set, sends every reply line on its own, this long after the one before
+	// (a server that answers slowly, one reply at a time, even to pipelined commands).
+	replyGap time.Duration
 }
 
 func startScripted(t *testing.T, ehlo string, reply func(line string, n int) string) *scripted {
@@ -379,7 +382,16 @@ func (s *scripted) serve(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(c)
 	w := bufio.NewWriter(c)
-	say := func(l string) { w.WriteString(l + "\r\n") }
+	say := func(l string) {
+		if s.replyGap > 0 {
+			w.Flush()
+			time.Sleep(s.replyGap)
+		}
+		w.WriteString(l + "\r\n")
+		if s.replyGap > 0 {
+			w.Flush()
+		}
+	}
 	say("220 localhost scripted ESMTP")
 	w.Flush()
 	inMail := false

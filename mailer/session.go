@@ -127,9 +127,9 @@ func (m *Mailer) open(ctx context.Context, pr *ProbeResult) (_ *session, err err
 		}
 	}()
 
-	conn := raw
+	conn := newRawConn(raw)
 	if !m.startTLS {
-		tc := tls.Client(raw, m.tlsConfig)
+		tc := tls.Client(conn, m.tlsConfig)
 		if err := s.deadline(ctx); err != nil {
 			return nil, &StepError{Step: StepTLS, Addr: addr, Err: err}
 		}

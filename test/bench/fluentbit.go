@@ -600,8 +600,9 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // perfStatEvents are what -perf-stat counts in the smtp run: every syscall, the socket reads
-// and writes, the futex and epoll waits and the sleeps of the Go runtime, context switches.
-const perfStatEvents = "raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_read," +
+// and writes (the plugin writes its sockets with sendto, Fluent Bit with write), the futex and
+// epoll waits and the sleeps of the Go runtime, context switches.
+const perfStatEvents = "raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_read," +
 	"syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_nanosleep,context-switches,page-faults"
 
 // printPerfStat prints perf stat's CSV counts per record on stderr.
