@@ -11,10 +11,8 @@ import "C"
 
 import (
 	"fmt"
-	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -59,31 +57,6 @@ func (g *initGetter) Get(key string) string {
 	return v
 }
 
-// gcPercent and gcMemoryLimit tune the Go runtime inside Fluent Bit (issue 22). The plugin's
-// live heap is small (the flushes under way: their records and emails), so with Go's default
-// GOGC of 100 it is collected every few flushes; GOGC 200 collects half as often for about
-// 12 MiB more RSS in the bench (README, Performance). The memory limit is the safety net: past
-// it the collector runs as often as it must, so the larger GOGC cannot grow the heap without
-// bound, and it makes collections more frequent than Go's defaults would only once the live
-// heap passes half of it.
-const (
-	gcPercent     = 200
-	gcMemoryLimit = 512 << 20
-)
-
-// gcOnce makes the first FLBPluginInit of the process, not every instance's, tune the runtime.
-var gcOnce sync.Once
-
-// tuneGC sets gcPercent and gcMemoryLimit unless getenv (os.Getenv) has GOGC or GOMEMLIMIT:
-// a user who tunes the runtime keeps their own settings, both of them.
-func tuneGC(getenv func(string) string) {
-	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	debug.SetGCPercent(gcPercent)
-	debug.SetMemoryLimit(gcMemoryLimit)
-}
-
 // FLBPluginRegister registers the plugin as the log output "smtp". Fluent Bit calls it once
 // per process.
 //
@@ -118,7 +91,6 @@ func FLBPluginInit(plugin unsafe.Pointer) (rc C.int) {
 		log.Log(pipeline.LevelError, "not started: Fluent Bit passed no plugin context")
 		return flb.FLB_ERROR
 	}
-	gcOnce.Do(func() { tuneGC(os.Getenv) })
 	p := (*C.struct_smtpout_flbgo_output_plugin)(plugin)
 	name := instanceName(p.o_ins)
 	log = newLogger(p.api, p.o_ins, name)
