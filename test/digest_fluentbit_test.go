@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,4 +270,90 @@ func TestFluentBitDigestSIGTERMSendsWaiting(t *testing.T) {
 	}
 	t.Logf("%s: SIGTERM with %d records waiting for a 60s window: %d digest(s) sent %.2fs after the signal, fluent-bit exited after %.2fs",
 		fluentBitVersion(t), waiting, c.Digests, last.Sub(signalled).Seconds(), took.Seconds())
+}
+
+// TestFluentBitDigestReloadWhileOverQuotaKeepsSpool: a hot reload while the server answers
+// every message with Exchange's quota reply: the old instance's last try at the waiting digest
+// fails, so the records stay in the spool (ledger_dir), and the new instance (which can take
+// the spool's lock only once the old one let it go) loads them and delivers them once the
+// budget comes back: every record once, nothing dead-lettered.
+func TestFluentBitDigestReloadWhileOverQuotaKeepsSpool(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{recipientBudget: 1}) // the opening email uses it up
+	keys := digestKeys(fs, "30s")
+	keys["quota_pause"] = "1s"
+	dead := t.TempDir()
+	keys["dead_letter_dir"] = dead
+	r := newHotReloadRig(t, keys, "")
+	const waiting = 30
+	r.start()
+	openWindow(t, fs, r.send, r.log, waiting)
+	r.reload(1)
+	deadline := time.Now().Add(time.Minute)
+	for len(linesWith(r.log(), "waiting for their digests loaded")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the reload the new instance never loaded the waiting records from the spool")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := len(fs.Stored()); got != 1 {
+		t.Fatalf("%d emails stored while over quota, want only the opening one", got)
+	}
+	fs.rollWindow(100)
+	recordsAtLeast(fs, waiting+1, fbWait)
+	r.term()
+	c := checkRecords(t, fs, span(0, waiting+1))
+	if c.Repeats > 0 {
+		t.Errorf("%d email(s) stored twice, want none", c.Repeats)
+	}
+	if es, err := os.ReadDir(dead); err != nil || len(es) > 0 {
+		t.Errorf("dead_letter_dir holds %d file(s) (%v), want none", len(es), err)
+	}
+	t.Logf("%s: reload while over quota: %d records stayed in the spool, delivered by the new instance once the budget came back, in %d emails (%d digests), none repeated",
+		fluentBitVersion(t), waiting, c.Emails, c.Digests)
+}
+
+// TestFluentBitDigestHotReloadsKeepWaitingRecords: five hot reloads (the README's hot-reload
+// configuration, with ledger_dir and filesystem storage), each while records wait for their
+// group's digest: the old instance's Close sends them (or leaves them in the spool for the new
+// instance, which must take the spool's lock after the old one let it go), and every record
+// arrives exactly once, with no crash.
+func TestFluentBitDigestHotReloadsKeepWaitingRecords(t *testing.T) {
+	needDigests(t)
+	fs := startFaultServer(t, faultOptions{})
+	r := newHotReloadRig(t, digestKeys(fs, "30s"), "")
+	const per, reloads = 20, 5
+	r.start()
+	openWindow(t, fs, r.send, r.log, per-1) // record 0 alone, 1 to 19 waiting
+	for n := 1; n <= reloads; n++ {
+		r.reload(n)
+		recordsAtLeast(fs, n*per, fbWait) // the waiting records went out at the reload
+		r.sendAfterReload(stormTag, stormChunk(n*per, per, nil))
+		// The new instance's group has had no email: its first record goes out alone, the
+		// rest wait for the next reload.
+		want := (n + 1) * (per - 1)
+		deadline := time.Now().Add(time.Minute)
+		for digested(r.log()) < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d: the flushes took %d records into digests, want %d", n, digested(r.log()), want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	took, err := r.stopWith(syscall.SIGTERM)
+	if err != nil {
+		t.Errorf("fluent-bit after %d reloads and SIGTERM: %v, want a clean exit", reloads, err)
+	}
+	if l := linesWith(r.log(), "caught signal (SIGSEGV)"); len(l) > 0 {
+		t.Errorf("fluent-bit crashed: %q", l)
+	}
+	c := checkRecords(t, fs, span(0, (reloads+1)*per))
+	if c.Repeats > 0 {
+		t.Errorf("%d email(s) stored twice across %d reloads, want none", c.Repeats, reloads)
+	}
+	if c.Digests < reloads+1 {
+		t.Errorf("%d digests, want at least %d (one per reload and one at SIGTERM)", c.Digests, reloads+1)
+	}
+	t.Logf("%s: %d reloads with records waiting for their digest: all %d records in %d emails (%d single, %d digests), none repeated; exited %v after SIGTERM",
+		fluentBitVersion(t), reloads, c.Records, c.Emails, c.Singles, c.Digests, took.Round(time.Millisecond))
 }
