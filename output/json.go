@@ -13,11 +13,18 @@ import (
 
 // encoder writes normalised records as JSON: keys sorted at every depth, no HTML escaping,
 // invalid UTF-8 replaced by U+FFFD, NaN and infinities as strings. It appends to buf and stops
-// with ErrTooLarge once buf would exceed limit. Its key slices are reused between records.
+// with ErrTooLarge once buf would exceed limit. Its field slices are reused between records.
 type encoder struct {
-	buf   []byte
-	limit int
-	keys  [][]string // one slice of sorted keys per depth
+	buf    []byte
+	limit  int
+	fields [][]mapField // one slice of a map's entries per depth, emptied after use
+}
+
+// mapField is one map entry with a string key: sorted with its value, a map is written without
+// looking each value up again.
+type mapField struct {
+	key string
+	val any
 }
 
 // encodePayload writes rec's JSON payload into st.payload.
@@ -228,11 +235,35 @@ func (e *encoder) bytesStr(b []byte) error {
 	return nil
 }
 
+// jsonSafe8 reports whether the 8 bytes packed in x are all ASCII that a JSON string holds
+// as is: no control character (below 0x20), no '"', no '\\', nothing from 0x80 up.
+func jsonSafe8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	ctl := (x - ones*0x20) &^ x // a high bit set where a byte is below 0x20 (or above 0x7f)
+	q := x ^ (ones * '"')
+	isQ := (q - ones) &^ q // a high bit set where a byte is '"'
+	bs := x ^ (ones * '\\')
+	isBS := (bs - ones) &^ bs // a high bit set where a byte is '\\'
+	return (ctl|isQ|isBS|x)&highs == 0
+}
+
+// load8 returns the 8 bytes of s from i on, little-endian (the caller checked i+8 <= len(s)).
+func load8[S string | []byte](s S, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 // appendJSONString appends s quoted and escaped as encoding/json does with HTML escaping off.
+// Runs of plain ASCII are skipped 8 bytes at a time.
 func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && jsonSafe8(load8(s, i)) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -281,49 +312,59 @@ func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	return append(b, '"')
 }
 
-// keysAt returns a reusable key slice for depth.
-func (e *encoder) keysAt(depth int) []string {
-	for len(e.keys) <= depth {
-		e.keys = append(e.keys, nil)
+// fieldsAt returns the reusable, empty field slice for depth.
+func (e *encoder) fieldsAt(depth int) []mapField {
+	for len(e.fields) <= depth {
+		e.fields = append(e.fields, nil)
 	}
-	return e.keys[depth][:0]
+	return e.fields[depth][:0]
 }
 
-// stringMap appends m as a JSON object with sorted keys; when extra is not nil, extraKey is
-// added with the RFC 3339 UTC form of *extra (the caller checked m has no such key).
-func (e *encoder) stringMap(m map[string]any, depth int, extraKey string, extra *time.Time) error {
-	if depth > MaxDepth {
-		return ErrTooDeep
+// sortFields sorts fs by key; keys are distinct.
+func sortFields(fs []mapField) {
+	if len(fs) <= 12 {
+		for i := 1; i < len(fs); i++ {
+			for j := i; j > 0 && keyLess(fs[j].key, fs[j-1].key); j-- {
+				fs[j], fs[j-1] = fs[j-1], fs[j]
+			}
+		}
+		return
 	}
-	keys := e.keysAt(depth)
-	valid := true
-	for k := range m {
-		keys = append(keys, k)
-		if valid && !utf8.ValidString(k) {
-			valid = false
+	slices.SortFunc(fs, func(a, b mapField) int { return strings.Compare(a.key, b.key) })
+}
+
+// validKey reports whether k is valid UTF-8, looking at short ASCII keys (most keys) inline.
+func validKey(k string) bool {
+	if len(k) <= 16 {
+		var or byte
+		for i := 0; i < len(k); i++ {
+			or |= k[i]
+		}
+		if or < utf8.RuneSelf {
+			return true
 		}
 	}
-	if extra != nil {
-		keys = append(keys, extraKey)
+	return utf8.ValidString(k)
+}
+
+// keyLess reports whether a sorts before b, deciding on the first byte inline when it
+// differs (as it mostly does between the keys of one map).
+func keyLess(a, b string) bool {
+	if len(a) > 0 && len(b) > 0 && a[0] != b[0] {
+		return a[0] < b[0]
 	}
-	e.keys[depth] = keys
-	if !valid {
-		// Some keys change when made valid UTF-8 and may then collide: take the slow path.
-		am := make(map[any]any, len(m)+1)
-		for k, v := range m {
-			am[k] = v
-		}
-		if extra != nil {
-			am[extraKey] = *extra
-		}
-		return e.anyMap(am, depth)
-	}
-	slices.Sort(keys)
+	return a < b
+}
+
+// writeFields appends fs, sorted, as a JSON object; the field whose key is extraKey (when
+// extra is not nil) gets the RFC 3339 UTC form of *extra.
+func (e *encoder) writeFields(fs []mapField, depth int, extraKey string, extra *time.Time) error {
 	e.buf = append(e.buf, '{')
-	for i, k := range keys {
+	for i := range fs {
 		if i > 0 {
 			e.buf = append(e.buf, ',')
 		}
+		k := fs[i].key
 		if err := e.str(k); err != nil {
 			return err
 		}
@@ -338,12 +379,46 @@ func (e *encoder) stringMap(m map[string]any, depth int, extraKey string, extra 
 			}
 			continue
 		}
-		if err := e.value(m[k], depth); err != nil {
+		if err := e.value(fs[i].val, depth); err != nil {
 			return err
 		}
 	}
 	e.buf = append(e.buf, '}')
 	return nil
+}
+
+// stringMap appends m as a JSON object with sorted keys; when extra is not nil, extraKey is
+// added with the RFC 3339 UTC form of *extra (the caller checked m has no such key).
+func (e *encoder) stringMap(m map[string]any, depth int, extraKey string, extra *time.Time) error {
+	if depth > MaxDepth {
+		return ErrTooDeep
+	}
+	fs := e.fieldsAt(depth)
+	valid := true
+	for k, v := range m {
+		fs = append(fs, mapField{k, v})
+		if valid && !validKey(k) {
+			valid = false
+		}
+	}
+	if extra != nil {
+		fs = append(fs, mapField{key: extraKey})
+	}
+	e.fields[depth] = fs
+	defer clear(fs) // keep no reference to the record once written
+	if !valid {
+		// Some keys change when made valid UTF-8 and may then collide: take the slow path.
+		am := make(map[any]any, len(m)+1)
+		for k, v := range m {
+			am[k] = v
+		}
+		if extra != nil {
+			am[extraKey] = *extra
+		}
+		return e.anyMap(am, depth)
+	}
+	sortFields(fs)
+	return e.writeFields(fs, depth, extraKey, extra)
 }
 
 // anyMap appends m as a JSON object whose keys are the stringified keys of m, sorted. When
@@ -353,33 +428,21 @@ func (e *encoder) anyMap(m map[any]any, depth int) error {
 		return ErrTooDeep
 	}
 	// Fast path: every key a valid UTF-8 string, as Fluent Bit's decoder gives them.
-	keys := e.keysAt(depth)
-	for k := range m {
+	fs := e.fieldsAt(depth)
+	fast := true
+	for k, v := range m {
 		s, ok := k.(string)
-		if !ok || !utf8.ValidString(s) {
-			keys = nil
+		if !ok || !validKey(s) {
+			fast = false
 			break
 		}
-		keys = append(keys, s)
+		fs = append(fs, mapField{s, v})
 	}
-	if keys != nil || len(m) == 0 {
-		e.keys[depth] = keys
-		slices.Sort(keys)
-		e.buf = append(e.buf, '{')
-		for i, k := range keys {
-			if i > 0 {
-				e.buf = append(e.buf, ',')
-			}
-			if err := e.str(k); err != nil {
-				return err
-			}
-			e.buf = append(e.buf, ':')
-			if err := e.value(m[k], depth); err != nil {
-				return err
-			}
-		}
-		e.buf = append(e.buf, '}')
-		return nil
+	e.fields[depth] = fs
+	defer clear(fs) // keep no reference to the record once written
+	if fast {
+		sortFields(fs)
+		return e.writeFields(fs, depth, "", nil)
 	}
 	ents := sortedEntries(m, depth)
 	e.buf = append(e.buf, '{')

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -142,5 +143,173 @@ func TestNormalize(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Normalize (-want +got):\n%s", diff)
+	}
+}
+
+// FuzzAppendJSONString compares appendJSONString with the byte-at-a-time reference it
+// replaced, for the string and the []byte form, on any bytes: controls, quotes, backslashes,
+// U+2028, invalid and truncated UTF-8, at every alignment within an 8-byte block.
+func FuzzAppendJSONString(f *testing.F) {
+	f.Add([]byte("plain ascii text that runs past several blocks of eight"))
+	f.Add([]byte("a\"b\\c\x00d\x1fe\x7ff\u2028g\u2029h\xffi\xe2\x80j检测🚨\n\r\t\b\f"))
+	f.Add([]byte("12345678\"2345678\\2345678\x012345678\xc3\xa9"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, s []byte) {
+		for off := range min(len(s), 8) + 1 {
+			in := s[off:]
+			want := refAppendJSONString([]byte("x"), in)
+			if got := appendJSONString([]byte("x"), in); !bytes.Equal(got, want) {
+				t.Fatalf("appendJSONString([]byte %q) = %q, want %q", in, got, want)
+			}
+			if got := appendJSONString([]byte("x"), string(in)); !bytes.Equal(got, want) {
+				t.Fatalf("appendJSONString(string %q) = %q, want %q", in, got, want)
+			}
+		}
+	})
+}
+
+// TestJSONSafe8 checks jsonSafe8 against a byte-by-byte rule for every byte value at every
+// position of a block of otherwise safe bytes.
+func TestJSONSafe8(t *testing.T) {
+	for c := range 256 {
+		want := c >= 0x20 && c < 0x80 && c != '"' && c != '\\'
+		for pos := range 8 {
+			block := []byte("abcdefgh")
+			block[pos] = byte(c)
+			if got := jsonSafe8(load8(block, 0)); got != want {
+				t.Errorf("jsonSafe8(%q) = %v, want %v", block, got, want)
+			}
+			if got := jsonSafe8(load8(string(block), 0)); got != want {
+				t.Errorf("jsonSafe8(string %q) = %v, want %v", block, got, want)
+			}
+		}
+	}
+}
+
+// FuzzPayload builds records of any shape from the fuzz input (fuzzValue) and compares their
+// payload with the encoder before issue 22 (refPayload): the same bytes, or the same error.
+func FuzzPayload(f *testing.F) {
+	f.Add([]byte("\x07\x05\x00\x03cat\x00\x0bSuspicious \"x\"\x07\x02\x02id\x02\x00\x00\x00\x00\x00\x00\x10\x00\x04ts\x04\x7f\xf8\x00\x00\x00\x00\x00\x01"), "date")
+	f.Add([]byte("\x08\x04\x00\x01\xff\x06\x02\x01\x00\x03\x00\x01\xef\x00\x01a\x06\x05\x00\x01a\x00\x02\xc3\xa9"), "")
+	f.Add([]byte("\x09\x04\x07\x02\x00\x04date\x00\x01x\x00\x01y\x00\x01\x00\x0a\x05\x01"), "date")
+	f.Fuzz(func(t *testing.T, data []byte, dateKey string) {
+		v, _ := fuzzValue(data, 0)
+		fields, ok := v.(map[string]any)
+		if !ok {
+			fields = map[string]any{"v": v}
+		}
+		rec := Record{Tag: "t", Time: fixedTime, Fields: fields}
+		want, wantErr := refPayload(rec, dateKey)
+		got, err := Payload(rec, dateKey)
+		if !errors.Is(err, wantErr) || !bytes.Equal(got, want) {
+			t.Fatalf("Payload = %q, %v\nwant      %q, %v\nrecord %#v", got, err, want, wantErr, fields)
+		}
+	})
+}
+
+// fuzzValue decodes a value from data, returning it and the rest of data. The first byte
+// chooses the kind: string, []byte, int64, uint64, float64 (NaN and infinities included),
+// float32, bool, nil, time.Time, map[string]any, map[any]any (keys of several types, some
+// stringifying alike) or []any; lengths and counts come from the next byte.
+func fuzzValue(data []byte, depth int) (any, []byte) {
+	next := func() byte {
+		if len(data) == 0 {
+			return 0
+		}
+		b := data[0]
+		data = data[1:]
+		return b
+	}
+	bytesN := func(n int) []byte {
+		n = min(n, len(data))
+		b := data[:n:n]
+		data = data[n:]
+		return b
+	}
+	u64 := func() uint64 {
+		var x uint64
+		for _, b := range bytesN(8) {
+			x = x<<8 | uint64(b)
+		}
+		return x
+	}
+	kind := next()
+	if depth > 6 {
+		kind %= 7 // scalars only
+	}
+	switch kind % 13 {
+	case 0:
+		return string(bytesN(int(next() % 48))), data
+	case 1:
+		return bytes.Clone(bytesN(int(next() % 48))), data
+	case 2:
+		return int64(u64()), data
+	case 3:
+		return u64(), data
+	case 4:
+		return math.Float64frombits(u64()), data
+	case 5:
+		return math.Float32frombits(uint32(u64())), data
+	case 6:
+		return next()%2 == 0, data
+	case 7:
+		n := int(next() % 16)
+		m := make(map[string]any, n)
+		for range n {
+			k := string(bytesN(int(next() % 12)))
+			m[k], data = fuzzValue(data, depth+1)
+		}
+		return m, data
+	case 8:
+		n := int(next() % 8)
+		m := make(map[any]any, n)
+		for range n {
+			var k any
+			switch next() % 5 {
+			case 0, 1:
+				k = string(bytesN(int(next() % 6)))
+			case 2:
+				k = int64(int8(next()))
+			case 3:
+				k = next()%2 == 0
+			default:
+				k = float64(int8(next())) / 4
+			}
+			m[k], data = fuzzValue(data, depth+1)
+		}
+		return m, data
+	case 9:
+		n := int(next() % 6)
+		a := make([]any, 0, n)
+		for range n {
+			var v any
+			v, data = fuzzValue(data, depth+1)
+			a = append(a, v)
+		}
+		return a, data
+	case 10:
+		return time.Unix(int64(int32(u64())), int64(next())*3906250).In(time.FixedZone("x", 3600)), data
+	case 11:
+		return int(int16(u64())), data
+	}
+	return nil, data
+}
+
+// TestKeyHelpers checks validKey against utf8.ValidString and keyLess against Go's string
+// order, on keys around the 16-byte inline limit, empty keys, shared prefixes and non-ASCII.
+func TestKeyHelpers(t *testing.T) {
+	keys := []string{"", "a", "b", "ab", "a\x00", "aa", "\x00", "\x7f", "\xc3\xa9", "\xc3", "\xff",
+		"detect", "detect_id", "detect_mtd", "event_time", "event_type",
+		strings.Repeat("k", 15) + "\xff", strings.Repeat("k", 16), strings.Repeat("k", 16) + "\xff",
+		strings.Repeat("k", 17), strings.Repeat("k", 15) + "é", "检测", "🚨", "\xed\xa0\x80"}
+	for _, a := range keys {
+		if got, want := validKey(a), utf8.ValidString(a); got != want {
+			t.Errorf("validKey(%q) = %v, want %v", a, got, want)
+		}
+		for _, b := range keys {
+			if got, want := keyLess(a, b), a < b; got != want {
+				t.Errorf("keyLess(%q, %q) = %v, want %v", a, b, got, want)
+			}
+		}
 	}
 }
