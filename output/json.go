@@ -347,6 +347,19 @@ func validKey(k string) bool {
 	return utf8.ValidString(k)
 }
 
+// plainKey reports whether k is at most 16 bytes of ASCII that a JSON string holds as is.
+func plainKey(k string) bool {
+	if len(k) > 16 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
 // keyLess reports whether a sorts before b, deciding on the first byte inline when it
 // differs (as it mostly does between the keys of one map).
 func keyLess(a, b string) bool {
@@ -365,10 +378,16 @@ func (e *encoder) writeFields(fs []mapField, depth int, extraKey string, extra *
 			e.buf = append(e.buf, ',')
 		}
 		k := fs[i].key
-		if err := e.str(k); err != nil {
-			return err
+		if plainKey(k) && len(e.buf)+len(k) <= e.limit {
+			e.buf = append(e.buf, '"')
+			e.buf = append(e.buf, k...)
+			e.buf = append(e.buf, '"', ':')
+		} else {
+			if err := e.str(k); err != nil {
+				return err
+			}
+			e.buf = append(e.buf, ':')
 		}
-		e.buf = append(e.buf, ':')
 		if extra != nil && k == extraKey {
 			// As value writes a time.Time, without boxing *extra into an interface.
 			e.buf = append(e.buf, '"')

@@ -295,16 +295,21 @@ func fuzzValue(data []byte, depth int) (any, []byte) {
 	return nil, data
 }
 
-// TestKeyHelpers checks validKey against utf8.ValidString and keyLess against Go's string
-// order, on keys around the 16-byte inline limit, empty keys, shared prefixes and non-ASCII.
+// TestKeyHelpers checks validKey against utf8.ValidString, plainKey against keys that JSON
+// writes unchanged (short and ASCII) and keyLess against Go's string order, on keys around the 16-byte inline limit, empty keys, shared prefixes and non-ASCII.
 func TestKeyHelpers(t *testing.T) {
 	keys := []string{"", "a", "b", "ab", "a\x00", "aa", "\x00", "\x7f", "\xc3\xa9", "\xc3", "\xff",
 		"detect", "detect_id", "detect_mtd", "event_time", "event_type",
 		strings.Repeat("k", 15) + "\xff", strings.Repeat("k", 16), strings.Repeat("k", 16) + "\xff",
-		strings.Repeat("k", 17), strings.Repeat("k", 15) + "é", "检测", "🚨", "\xed\xa0\x80"}
+		strings.Repeat("k", 17), strings.Repeat("k", 15) + "é", "检测", "🚨", "\xed\xa0\x80", "a\"b", "a\\b", "a\nb", "\x1f", " ", "~"}
 	for _, a := range keys {
 		if got, want := validKey(a), utf8.ValidString(a); got != want {
 			t.Errorf("validKey(%q) = %v, want %v", a, got, want)
+		}
+		ascii := utf8.ValidString(a) && utf8.RuneCountInString(a) == len(a)
+		plain := len(a) <= 16 && ascii && string(appendJSONString(nil, a)) == `"`+a+`"`
+		if got := plainKey(a); got != plain {
+			t.Errorf("plainKey(%q) = %v, want %v", a, got, plain)
 		}
 		for _, b := range keys {
 			if got, want := keyLess(a, b), a < b; got != want {
