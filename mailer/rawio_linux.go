@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -20,6 +21,21 @@ import (
 type rawConn struct {
 	net.Conn // the *net.TCPConn: deadlines, addresses, Close
 	rc       syscall.RawConn
+
+	// The state of the Read and of the Write in progress lives here, and the functions rc
+	// runs (readFn, writeFn) are made once, so a call allocates nothing: a closure over
+	// per-call variables cost two allocations per call. Each mutex makes its direction's
+	// calls take turns, as net.Conn allows several goroutines to call (the session has one).
+	rmu     sync.Mutex
+	rp      []byte
+	rn      int
+	rerrno  syscall.Errno
+	readFn  func(fd uintptr) bool
+	wmu     sync.Mutex
+	wp      []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // newRawConn wraps c when it exposes its socket (a *net.TCPConn does), else returns c.
@@ -32,7 +48,9 @@ func newRawConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{Conn: c, rc: rc}
+	r := &rawConn{Conn: c, rc: rc}
+	r.readFn, r.writeFn = r.read, r.write
+	return r
 }
 
 // Read reads what the socket holds, waiting (under the connection's deadline) when it
@@ -41,30 +59,12 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case 0:
-				n = int(r)
-				if n > 0 {
-					raceRead(fd)
-				}
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerrno = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerrno
+	c.rp = nil // the caller's buffer is not kept
 	switch {
 	case err != nil:
 		return 0, err
@@ -76,31 +76,38 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is one attempt of Read on the socket: false when it holds nothing yet.
+func (c *rawConn) read(fd uintptr) bool {
+	p := c.rp
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			c.rn = int(r)
+			if c.rn > 0 {
+				raceRead(fd)
+			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerrno = e
+			return true
+		}
+	}
+}
+
 // Write writes all of p, waiting (under the connection's deadline) while the socket's send
 // buffer is full.
 func (c *rawConn) Write(p []byte) (int, error) {
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		raceWrite(fd)
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n),
-				syscall.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werrno = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, errno := c.wn, c.werrno
+	c.wp = nil // the caller's buffer is not kept
 	switch {
 	case err != nil:
 		return n, err
@@ -108,6 +115,27 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		return n, c.opError("write", errno)
 	}
 	return n, nil
+}
+
+// write is one attempt of Write on the socket: false when its send buffer is full.
+func (c *rawConn) write(fd uintptr) bool {
+	raceWrite(fd)
+	p := c.wp
+	for c.wn < len(p) {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[c.wn])), uintptr(len(p)-c.wn),
+			syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError wraps errno as net.Conn wraps the errors of its own reads and writes.
