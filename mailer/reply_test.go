@@ -193,3 +193,36 @@ func TestReadReplyAllocatesNothing(t *testing.T) {
 		t.Errorf("reading a flight of expected replies allocated %v times, want 0", n)
 	}
 }
+
+// BenchmarkReadReplies reads the five replies a chained email gets in one flight (the body's,
+// RSET's, MAIL's, RCPT's and DATA's 354) from memory: what net/textproto's ReadResponse(0)
+// cost the session and what replyReader costs, parsing only (no TLS, no system call).
+func BenchmarkReadReplies(b *testing.B) {
+	flight := "250 2.0.0 Ok: queued as 4ZYBD1c2Lpz3\r\n250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	in := strings.NewReader("")
+	br := bufio.NewReaderSize(in, 4096)
+	b.Run("textproto", func(b *testing.B) {
+		tr := textproto.NewReader(br)
+		b.ReportAllocs()
+		for b.Loop() {
+			in.Reset(flight)
+			for range 5 {
+				if _, _, err := tr.ReadResponse(0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("replyReader", func(b *testing.B) {
+		var rr replyReader
+		b.ReportAllocs()
+		for b.Loop() {
+			in.Reset(flight)
+			for range 5 {
+				if _, _, err := rr.read(br); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
