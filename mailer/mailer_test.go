@@ -552,15 +552,8 @@ func BenchmarkSend(b *testing.B) {
 	for _, mode := range modes {
 		b.Run(mode.name, func(b *testing.B) {
 			srv := startGoSMTP(b, &fakeBackend{discard: true}, false, nil)
-			cfg := testConfig(b, srv.addr, srv.cert, false)
-			m, err := New(cfg, mode.opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer m.Close()
-			payload := strings.Repeat(strings.Repeat("x", 74)+"=\r\n", 26)
-			one := msg("bench")
-			one.Data = append(one.Data, payload...)
+			m := benchMailer(b, srv.addr, srv.cert, mode.opts...)
+			one := benchMessage()
 			batch := make([]Message, 32)
 			for i := range batch {
 				batch[i] = one
