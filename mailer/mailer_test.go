@@ -553,19 +553,7 @@ func BenchmarkSend(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			srv := startGoSMTP(b, &fakeBackend{discard: true}, false, nil)
 			m := benchMailer(b, srv.addr, srv.cert, mode.opts...)
-			one := benchMessage()
-			batch := make([]Message, 32)
-			for i := range batch {
-				batch[i] = one
-			}
-			mustDeliverB(b, m.Send(context.Background(), batch[:1]))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(one.Data)))
-			b.ResetTimer()
-			for i := 0; i < b.N; i += len(batch) {
-				n := min(len(batch), b.N-i)
-				mustDeliverB(b, m.Send(context.Background(), batch[:n]))
-			}
+			sendBatches(b, m, benchMessage(), 32)
 		})
 	}
 }

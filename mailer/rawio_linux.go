@@ -20,22 +20,33 @@ import (
 // MSG_NOSIGNAL: a server that hung up gives EPIPE, never a SIGPIPE to Fluent Bit.
 type rawConn struct {
 	net.Conn // the *net.TCPConn: deadlines, addresses, Close
-	rc       syscall.RawConn
+	// r and w are the Read and the Write in progress.
+	r, w rawOp
+}
 
-	// The state of the Read and of the Write in progress lives here, and the functions rc
-	// runs (readFn, writeFn) are made once, so a call allocates nothing: a closure over
-	// per-call variables cost two allocations per call. Each mutex makes its direction's
-	// calls take turns, as net.Conn allows several goroutines to call (the session has one).
-	rmu     sync.Mutex
-	rp      []byte
-	rn      int
-	rerrno  syscall.Errno
-	readFn  func(fd uintptr) bool
-	wmu     sync.Mutex
-	wp      []byte
-	wn      int
-	werrno  syscall.Errno
-	writeFn func(fd uintptr) bool
+// rawOp is one direction's call in progress. Its state lives here and the functions it hands
+// the poller are made once, so a call allocates nothing (a closure over per-call variables
+// cost two allocations per call). mu makes the direction's calls take turns, as net.Conn
+// allows several goroutines to call (the session has one).
+type rawOp struct {
+	mu    sync.Mutex
+	p     []byte
+	n     int
+	errno syscall.Errno
+	wait  func(func(fd uintptr) bool) error // the RawConn's Read or Write
+	try   func(fd uintptr) bool             // one attempt on the socket: false to wait
+}
+
+// do runs the call on p: it returns what the attempts did and the poller's error (the
+// deadline, a closed connection).
+func (o *rawOp) do(p []byte) (n int, errno syscall.Errno, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.p, o.n, o.errno = p, 0, 0
+	err = o.wait(o.try)
+	n, errno = o.n, o.errno
+	o.p = nil // the caller's buffer is not kept
+	return n, errno, err
 }
 
 // newRawConn wraps c when it exposes its socket (a *net.TCPConn does), else returns c.
@@ -48,8 +59,9 @@ func newRawConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	r := &rawConn{Conn: c, rc: rc}
-	r.readFn, r.writeFn = r.read, r.write
+	r := &rawConn{Conn: c}
+	r.r.wait, r.r.try = rc.Read, r.r.read
+	r.w.wait, r.w.try = rc.Write, r.w.write
 	return r
 }
 
@@ -59,12 +71,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rp, c.rn, c.rerrno = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerrno
-	c.rp = nil // the caller's buffer is not kept
+	n, errno, err := c.r.do(p)
 	switch {
 	case err != nil:
 		return 0, err
@@ -76,15 +83,15 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// read is one attempt of Read on the socket: false when it holds nothing yet.
-func (c *rawConn) read(fd uintptr) bool {
-	p := c.rp
+// read is one attempt of a Read.
+func (o *rawOp) read(fd uintptr) bool {
+	p := o.p
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch e {
 		case 0:
-			c.rn = int(r)
-			if c.rn > 0 {
+			o.n = int(r)
+			if o.n > 0 {
 				raceRead(fd)
 			}
 			return true
@@ -93,7 +100,7 @@ func (c *rawConn) read(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.rerrno = e
+			o.errno = e
 			return true
 		}
 	}
@@ -102,12 +109,7 @@ func (c *rawConn) read(fd uintptr) bool {
 // Write writes all of p, waiting (under the connection's deadline) while the socket's send
 // buffer is full.
 func (c *rawConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wp, c.wn, c.werrno = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werrno
-	c.wp = nil // the caller's buffer is not kept
+	n, errno, err := c.w.do(p)
 	switch {
 	case err != nil:
 		return n, err
@@ -117,21 +119,21 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// write is one attempt of Write on the socket: false when its send buffer is full.
-func (c *rawConn) write(fd uintptr) bool {
+// write is one attempt of a Write: it goes on from what the attempts before it wrote.
+func (o *rawOp) write(fd uintptr) bool {
 	raceWrite(fd)
-	p := c.wp
-	for c.wn < len(p) {
-		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[c.wn])), uintptr(len(p)-c.wn),
+	p := o.p
+	for o.n < len(p) {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[o.n])), uintptr(len(p)-o.n),
 			syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
-			c.wn += int(r)
+			o.n += int(r)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werrno = e
+			o.errno = e
 			return true
 		}
 	}
