@@ -4,11 +4,13 @@
 //
 // It opens connections with github.com/wneessen/go-mail/smtp (greeting, EHLO, STARTTLS, AUTH)
 // and writes the mail transactions itself on the same connection, so that each RCPT reply is
-// kept, a failed transaction is always followed by RSET, and commands can be pipelined. On a
-// connection that pipelines BDAT, the transactions of several messages go out in one write
-// (each after the first led by RSET) and their replies are read in order (sendGroup); on
-// one that pipelines without CHUNKING, a message's body goes out in one write with the next
-// message's envelope (bodyThen), so each message costs one round trip instead of two.
+// kept, a failed transaction is always followed by RSET, and commands can be pipelined; it
+// reads their replies itself too (replyReader: what net/textproto reads, without allocating
+// for the replies a step expects). On a connection that pipelines BDAT, the transactions of
+// several messages go out in one write (each after the first led by RSET) and their replies
+// are read in order (sendGroup); on one that pipelines without CHUNKING, a message's body
+// goes out in one write with the next message's envelope (bodyThen), so each message costs
+// one round trip instead of two.
 // It never logs: every failure comes back as a *StepError naming the step, the server's reply
 // codes and, for configuration mistakes, a hint.
 package mailer

@@ -552,27 +552,8 @@ func BenchmarkSend(b *testing.B) {
 	for _, mode := range modes {
 		b.Run(mode.name, func(b *testing.B) {
 			srv := startGoSMTP(b, &fakeBackend{discard: true}, false, nil)
-			cfg := testConfig(b, srv.addr, srv.cert, false)
-			m, err := New(cfg, mode.opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer m.Close()
-			payload := strings.Repeat(strings.Repeat("x", 74)+"=\r\n", 26)
-			one := msg("bench")
-			one.Data = append(one.Data, payload...)
-			batch := make([]Message, 32)
-			for i := range batch {
-				batch[i] = one
-			}
-			mustDeliverB(b, m.Send(context.Background(), batch[:1]))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(one.Data)))
-			b.ResetTimer()
-			for i := 0; i < b.N; i += len(batch) {
-				n := min(len(batch), b.N-i)
-				mustDeliverB(b, m.Send(context.Background(), batch[:n]))
-			}
+			m := benchMailer(b, srv.addr, srv.cert, mode.opts...)
+			sendBatches(b, m, benchMessage(), 32)
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -19,7 +20,33 @@ import (
 // MSG_NOSIGNAL: a server that hung up gives EPIPE, never a SIGPIPE to Fluent Bit.
 type rawConn struct {
 	net.Conn // the *net.TCPConn: deadlines, addresses, Close
-	rc       syscall.RawConn
+	// r and w are the Read and the Write in progress.
+	r, w rawOp
+}
+
+// rawOp is one direction's call in progress. Its state lives here and the functions it hands
+// the poller are made once, so a call allocates nothing (a closure over per-call variables
+// cost two allocations per call). mu makes the direction's calls take turns, as net.Conn
+// allows several goroutines to call (the session has one).
+type rawOp struct {
+	mu    sync.Mutex
+	p     []byte
+	n     int
+	errno syscall.Errno
+	wait  func(func(fd uintptr) bool) error // the RawConn's Read or Write
+	try   func(fd uintptr) bool             // one attempt on the socket: false to wait
+}
+
+// do runs the call on p: it returns what the attempts did and the poller's error (the
+// deadline, a closed connection).
+func (o *rawOp) do(p []byte) (n int, errno syscall.Errno, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.p, o.n, o.errno = p, 0, 0
+	err = o.wait(o.try)
+	n, errno = o.n, o.errno
+	o.p = nil // the caller's buffer is not kept
+	return n, errno, err
 }
 
 // newRawConn wraps c when it exposes its socket (a *net.TCPConn does), else returns c.
@@ -32,7 +59,10 @@ func newRawConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{Conn: c, rc: rc}
+	r := &rawConn{Conn: c}
+	r.r.wait, r.r.try = rc.Read, r.r.read
+	r.w.wait, r.w.try = rc.Write, r.w.write
+	return r
 }
 
 // Read reads what the socket holds, waiting (under the connection's deadline) when it
@@ -41,30 +71,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case 0:
-				n = int(r)
-				if n > 0 {
-					raceRead(fd)
-				}
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	n, errno, err := c.r.do(p)
 	switch {
 	case err != nil:
 		return 0, err
@@ -76,31 +83,33 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is one attempt of a Read.
+func (o *rawOp) read(fd uintptr) bool {
+	p := o.p
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			o.n = int(r)
+			if o.n > 0 {
+				raceRead(fd)
+			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			o.errno = e
+			return true
+		}
+	}
+}
+
 // Write writes all of p, waiting (under the connection's deadline) while the socket's send
 // buffer is full.
 func (c *rawConn) Write(p []byte) (int, error) {
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		raceWrite(fd)
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n),
-				syscall.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	n, errno, err := c.w.do(p)
 	switch {
 	case err != nil:
 		return n, err
@@ -108,6 +117,27 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		return n, c.opError("write", errno)
 	}
 	return n, nil
+}
+
+// write is one attempt of a Write: it goes on from what the attempts before it wrote.
+func (o *rawOp) write(fd uintptr) bool {
+	raceWrite(fd)
+	p := o.p
+	for o.n < len(p) {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[o.n])), uintptr(len(p)-o.n),
+			syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			o.n += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			o.errno = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError wraps errno as net.Conn wraps the errors of its own reads and writes.

@@ -47,10 +47,10 @@ func (l trickleListener) Accept() (net.Conn, error) {
 	return trickleConn{Conn: c, gap: l.gap}, nil
 }
 
-// startSlowScripted is startScripted (every command answered as a plain server would) with
-// replies that come slowly: one reply line at a time replyGap apart, and with byteGap set,
-// every byte of the TLS stream in its own TCP segment.
-func startSlowScripted(t *testing.T, ehlo string, replyGap, byteGap time.Duration) *scripted {
+// startSlowScripted is startScripted with replies that come slowly: one reply line at a time
+// replyGap apart, and with byteGap set, every byte of the TLS stream in its own TCP segment.
+// reply is the script (see scripted.reply); nil answers every command as a plain server would.
+func startSlowScripted(t *testing.T, ehlo string, replyGap, byteGap time.Duration, reply func(string, int) string) *scripted {
 	t.Helper()
 	cert := testcert.New(t)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -62,7 +62,10 @@ func startSlowScripted(t *testing.T, ehlo string, replyGap, byteGap time.Duratio
 		l = trickleListener{Listener: inner, gap: byteGap}
 	}
 	l = tls.NewListener(l, cert.ServerTLS())
-	s := &scripted{addr: inner.Addr().String(), cert: cert, reply: func(string, int) string { return "" },
+	if reply == nil {
+		reply = func(string, int) string { return "" }
+	}
+	s := &scripted{addr: inner.Addr().String(), cert: cert, reply: reply,
 		ehlo: ehlo, done: make(chan struct{}, 100), replyGap: replyGap}
 	acceptLoop(t, l, &s.mu, &s.conns, func(c net.Conn) {
 		s.serve(c)
@@ -71,40 +74,66 @@ func startSlowScripted(t *testing.T, ehlo string, replyGap, byteGap time.Duratio
 	return s
 }
 
-// TestRepliesThatTrickle: the session reads its socket with raw system calls (rawConn), so
-// replies that come slowly, one line at a time even to pipelined commands, or cut into one
+// TestRepliesThatTrickle: the session reads its socket with raw system calls (rawConn) and
+// its replies with its own reader (replyReader), so replies that come slowly, one line at a
+// time even to pipelined commands and to the lines of one multi-line reply, or cut into one
 // TCP segment per byte (TLS records included), must still be read whole and in order, in
-// every way a transaction can be written, with each message's outcome its own.
+// every way a transaction can be written, with each message's outcome its own and the
+// server's texts intact: a multi-line refusal of one recipient (the other accepted), a
+// multi-line acceptance, and a multi-line temporary refusal of a sender.
 func TestRepliesThatTrickle(t *testing.T) {
+	script := map[string]string{
+		"RCPT TO:<b@example.com>":      "550-5.1.1 <b@example.com>: Recipient address rejected\r\n550 5.1.1 User unknown in virtual mailbox table",
+		"RCPT TO:<c@example.com>":      "250-2.1.5 Ok\r\n250 2.1.5 recipient ok",
+		"MAIL FROM:<slow@example.com>": "451-4.3.0 Error: queue file write error\r\n451 4.3.0 try again later",
+	}
+	m4 := msg("m4")
+	m4.From = "slow@example.com"
+	type result struct {
+		Outcome  Outcome
+		Step     Step
+		Code     int
+		Enhanced string
+		Text     string
+		Rejected []RecipientError
+	}
+	want := []result{
+		{Outcome: Delivered},
+		{Outcome: Delivered, Rejected: []RecipientError{{Address: "b@example.com", Code: 550, EnhancedCode: "5.1.1",
+			Message: "<b@example.com>: Recipient address rejected; 5.1.1 User unknown in virtual mailbox table"}}},
+		{Outcome: Delivered},
+		{Outcome: Retry, Step: StepMAIL, Code: 451, Enhanced: "4.3.0", Text: "Error: queue file write error; 4.3.0 try again later"},
+	}
 	for _, srv := range []struct {
 		name              string
 		replyGap, byteGap time.Duration
 	}{
-		{"one reply at a time, 3 ms apart", 3 * time.Millisecond, 0},
+		{"one reply line at a time, 3 ms apart", 3 * time.Millisecond, 0},
 		{"every byte its own TCP segment", 0, 50 * time.Microsecond},
 	} {
 		for _, mode := range modes {
 			t.Run(srv.name+"/"+mode.name, func(t *testing.T) {
-				s := startSlowScripted(t, "PIPELINING CHUNKING", srv.replyGap, srv.byteGap)
+				s := startSlowScripted(t, "PIPELINING CHUNKING", srv.replyGap, srv.byteGap,
+					func(line string, _ int) string { return script[line] })
 				m := newMailer(t, testConfig(t, s.addr, s.cert, false), mode.opts...)
-				msgs := []Message{msg("m1"), msg("m2", "a@example.com", "b@example.com"), msg("m3"), msg("m4")}
-				res := m.Send(context.Background(), msgs)
-				var got, want []Outcome
-				for i, r := range res {
-					if r.Err != nil {
-						t.Errorf("message %d: %v", i, r.Err)
+				msgs := []Message{msg("m1"), msg("m2", "a@example.com", "b@example.com"), msg("m3", "c@example.com"), m4}
+				var got []result
+				for _, r := range m.Send(context.Background(), msgs) {
+					g := result{Outcome: r.Outcome, Rejected: r.Rejected}
+					var se *StepError
+					if errors.As(r.Err, &se) {
+						g.Step, g.Code, g.Enhanced, g.Text = se.Step, se.Code, se.EnhancedCode, se.Message
 					}
-					got = append(got, r.Outcome)
-					want = append(want, Delivered)
+					got = append(got, g)
 				}
 				if diff := cmp.Diff(want, got); diff != "" {
-					t.Errorf("outcomes (-want +got):\n%s", diff)
+					t.Errorf("results (-want +got):\n%s", diff)
 				}
 				s.mu.Lock()
-				stored := len(s.msgs)
+				stored := subjects(s.msgs)
 				s.mu.Unlock()
-				if stored != len(msgs) {
-					t.Errorf("server stored %d messages, want %d", stored, len(msgs))
+				if diff := cmp.Diff([]string{"m1", "m2", "m3"}, stored); diff != "" {
+					t.Errorf("messages stored (-want +got):\n%s", diff)
 				}
 			})
 		}
@@ -211,6 +240,29 @@ func TestRawConn(t *testing.T) {
 		_, err := client.Read(make([]byte, 10))
 		if !timeout(err) || time.Since(start) > 30*time.Second {
 			t.Errorf("Read cancelled by a past deadline = %v after %v, want a timeout at once", err, time.Since(start))
+		}
+	})
+	t.Run("reads and writes allocate nothing", func(t *testing.T) {
+		client, server := tcpPair(t)
+		_ = client.SetDeadline(time.Now().Add(30 * time.Second))
+		_ = server.SetDeadline(time.Now().Add(30 * time.Second))
+		out, in := []byte("MAIL FROM:<from@example.com>\r\n"), make([]byte, 64)
+		roundTrip := func() {
+			if _, err := client.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(server, in[:len(out)]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := server.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(client, in[:len(out)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := testing.AllocsPerRun(100, roundTrip); n != 0 {
+			t.Errorf("a write and a read on the raw connection allocated %v times, want 0", n)
 		}
 	})
 	t.Run("peer hung up", func(t *testing.T) {

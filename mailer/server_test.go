@@ -383,12 +383,14 @@ func (s *scripted) serve(c net.Conn) {
 	r := bufio.NewReader(c)
 	w := bufio.NewWriter(c)
 	say := func(l string) {
-		if s.replyGap > 0 {
+		if s.replyGap == 0 {
+			w.WriteString(l + "\r\n")
+			return
+		}
+		for _, line := range strings.Split(l, "\r\n") { // each line of a multi-line reply
 			w.Flush()
 			time.Sleep(s.replyGap)
-		}
-		w.WriteString(l + "\r\n")
-		if s.replyGap > 0 {
+			w.WriteString(line + "\r\n")
 			w.Flush()
 		}
 	}

@@ -42,6 +42,10 @@ type session struct {
 	// been written yet (send with keepOpen; bodyThen writes it). A session is never pooled
 	// while it holds one.
 	open *openTx
+	// opened holds what open points to, so that keeping a transaction open allocates nothing.
+	opened openTx
+	// replies reads the server's replies (readReply).
+	replies replyReader
 }
 
 // openTx is a transaction waiting for its body: the message and what its envelope got.
@@ -351,13 +355,17 @@ func (r reply) asError() error {
 	return &textproto.Error{Code: r.code, Msg: r.msg}
 }
 
-func (s *session) readReply() reply {
-	code, msg, err := s.text().ReadResponse(0)
+// replyOK is readReply's want for a step that expects any 2xx reply.
+const replyOK = 2
+
+// readReply reads the server's next reply (as textproto's ReadResponse(0) reads it, see
+// replyReader). want is the reply the step expects: replyOK for any 2xx, or a code such as
+// 354. The text of the expected reply is not kept (no step reads it, and keeping it would cost
+// an allocation per reply); the text of any other is, for the errors, the classifier and the
+// quota replies.
+func (s *session) readReply(want int) reply {
+	code, text, err := s.replies.read(s.text().R)
 	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			return reply{code: te.Code, msg: te.Msg}
-		}
 		s.broken = true
 		return reply{err: err}
 	}
@@ -365,7 +373,11 @@ func (s *session) readReply() reply {
 		// RFC 5321 4.2.2: the server is closing the connection.
 		s.broken = true
 	}
-	return reply{code: code, msg: msg}
+	r := reply{code: code}
+	if !(want == replyOK && code/100 == 2 || code == want) {
+		r.msg = string(text)
+	}
+	return r
 }
 
 // ErrInvalidAddress is returned for an envelope address that cannot be written into a command
@@ -373,7 +385,16 @@ func (s *session) readReply() reply {
 var ErrInvalidAddress = errors.New("invalid envelope address")
 
 func validAddr(a string) bool {
-	return a != "" && !strings.ContainsAny(a, "\r\n<> ")
+	if a == "" {
+		return false
+	}
+	for i := 0; i < len(a); i++ { // strings.ContainsAny(a, "\r\n<> "), without building its set per call
+		switch a[i] {
+		case '\r', '\n', '<', '>', ' ':
+			return false
+		}
+	}
+	return true
 }
 
 func nonASCII(s string) bool {
@@ -417,7 +438,7 @@ func (s *session) send(ctx context.Context, msg *Message, keepOpen bool) (t tx) 
 			s.broken = true
 			return tx{stale: true, err: &StepError{Step: StepMAIL, Addr: addr, Err: err}}
 		}
-		if r := s.readReply(); !r.ok() {
+		if r := s.readReply(replyOK); !r.ok() {
 			return tx{stale: r.err != nil || r.code == 421, err: replyError(StepMAIL, addr, r.asError())}
 		}
 		for _, rcpt := range msg.To {
@@ -431,7 +452,7 @@ func (s *session) send(ctx context.Context, msg *Message, keepOpen bool) (t tx) 
 				return tx{err: &StepError{Step: StepRCPT, Addr: rcpt, Err: err}}
 			}
 			var stop bool
-			if t, stop = t.rcpt(rcpt, s.readReply()); stop {
+			if t, stop = t.rcpt(rcpt, s.readReply(replyOK)); stop {
 				return t
 			}
 		}
@@ -448,7 +469,7 @@ func (s *session) send(ctx context.Context, msg *Message, keepOpen bool) (t tx) 
 			t.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
 			return t
 		}
-		if r := s.readReply(); r.err != nil || r.code != 354 {
+		if r := s.readReply(354); r.err != nil || r.code != 354 {
 			t.err = replyError(StepDATA, addr, r.asError())
 			return t
 		}
@@ -474,7 +495,8 @@ func (s *session) send(ctx context.Context, msg *Message, keepOpen bool) (t tx) 
 		return t
 	}
 	if keepOpen && s.chains() {
-		s.open = &openTx{msg: msg, t: t}
+		s.opened = openTx{msg: msg, t: t}
+		s.open = &s.opened
 		return t
 	}
 	t.open = false
@@ -518,7 +540,7 @@ func (s *session) readEnvelope(ctx context.Context, msg *Message, rset bool) (t 
 	addr := s.m.addr
 	var rsetReply reply
 	if rset {
-		if rsetReply = s.readReply(); rsetReply.err != nil {
+		if rsetReply = s.readReply(replyOK); rsetReply.err != nil {
 			return tx{stale: true, err: &StepError{Step: StepRSET, Addr: addr, Err: rsetReply.err}}
 		}
 		defer func() {
@@ -529,7 +551,7 @@ func (s *session) readEnvelope(ctx context.Context, msg *Message, rset bool) (t 
 			}
 		}()
 	}
-	mailReply := s.readReply()
+	mailReply := s.readReply(replyOK)
 	if mailReply.err != nil {
 		// Usually a connection the server closed while idle.
 		return tx{stale: true, err: replyError(StepMAIL, addr, mailReply.err)}
@@ -541,7 +563,7 @@ func (s *session) readEnvelope(ctx context.Context, msg *Message, rset bool) (t 
 	if s.broken && t.err != nil {
 		return t
 	}
-	dataReply := s.readReply()
+	dataReply := s.readReply(354)
 	if !mailReply.ok() {
 		if dataReply.code == 354 {
 			// The server took DATA despite everything: send an empty body so it rejects it.
@@ -573,7 +595,7 @@ func (s *session) readEnvelope(ctx context.Context, msg *Message, rset bool) (t 
 // settles a transaction; next's envelope counts as a transaction of the session.
 func (s *session) bodyThen(ctx context.Context, next *Message) (cur, nt tx) {
 	addr := s.m.addr
-	o := s.open
+	o := *s.open // a copy: s.opened is reused for next below
 	s.open = nil
 	cur = o.t
 	cur.open = false
@@ -636,7 +658,7 @@ func (s *session) bodyThen(ctx context.Context, next *Message) (cur, nt tx) {
 		}
 		return cur, lost(err)
 	}
-	r := s.readReply()
+	r := s.readReply(replyOK)
 	if r.err != nil {
 		cur.ambiguous = true
 		cur.err = &StepError{Step: StepDATA, Addr: addr, Err: r.err,
@@ -659,7 +681,8 @@ func (s *session) bodyThen(ctx context.Context, next *Message) (cur, nt tx) {
 	}
 	nt = s.readEnvelope(ctx, next, true)
 	if nt.open {
-		s.open = &openTx{msg: next, t: nt}
+		s.opened = openTx{msg: next, t: nt}
+		s.open = &s.opened
 	}
 	return cur, nt
 }
@@ -675,7 +698,7 @@ func writeChunkedRest(w *bufio.Writer, msg *Message, crlf bool) {
 		n += 2
 	}
 	w.WriteString("BDAT ")
-	w.WriteString(strconv.Itoa(n))
+	writeInt(w, n)
 	w.WriteString(" LAST\r\n")
 	w.Write(msg.Data)
 	if crlf {
@@ -690,9 +713,9 @@ func writeChunkedRest(w *bufio.Writer, msg *Message, crlf bool) {
 func (s *session) readRcpts(t tx, mailReply reply, to []string, bodySent bool) tx {
 	for _, rcpt := range to {
 		if !mailReply.ok() {
-			_ = s.readReply()
+			_ = s.readReply(replyOK)
 		} else {
-			r := s.readReply()
+			r := s.readReply(replyOK)
 			t, _ = t.rcpt(rcpt, r)
 			if r.err != nil && bodySent {
 				t.ambiguous = true
@@ -712,7 +735,7 @@ func (s *session) readChunked(msg *Message, rset bool) (t tx) {
 	addr := s.m.addr
 	var rsetReply reply
 	if rset {
-		if rsetReply = s.readReply(); rsetReply.err != nil {
+		if rsetReply = s.readReply(replyOK); rsetReply.err != nil {
 			return tx{stale: true, ambiguous: true, err: &StepError{Step: StepRSET, Addr: addr, Err: rsetReply.err}}
 		}
 		defer func() {
@@ -723,7 +746,7 @@ func (s *session) readChunked(msg *Message, rset bool) (t tx) {
 			}
 		}()
 	}
-	mailReply := s.readReply()
+	mailReply := s.readReply(replyOK)
 	if mailReply.err != nil {
 		// Usually a connection the server closed while idle. The message went out with MAIL, so
 		// a server that stored it and then lost the connection cannot be ruled out.
@@ -736,7 +759,7 @@ func (s *session) readChunked(msg *Message, rset bool) (t tx) {
 	if s.broken && t.err != nil {
 		return t
 	}
-	dataReply := s.readReply()
+	dataReply := s.readReply(replyOK)
 	if !mailReply.ok() {
 		return tx{err: replyError(StepMAIL, addr, mailReply.asError())}
 	}
@@ -880,7 +903,7 @@ func (s *session) abortData(ctx context.Context) {
 		s.broken = true
 		return
 	}
-	_ = s.readReply()
+	_ = s.readReply(replyOK)
 }
 
 // body writes the message after a 354 and reads the final reply.
@@ -903,7 +926,7 @@ func (s *session) body(ctx context.Context, msg *Message, crlf bool, t tx) tx {
 		t.err = &StepError{Step: StepDATA, Addr: addr, Err: err}
 		return t
 	}
-	r := s.readReply()
+	r := s.readReply(replyOK)
 	if r.err != nil {
 		t.ambiguous = true
 		t.err = &StepError{Step: StepDATA, Addr: addr, Err: r.err,
@@ -964,7 +987,7 @@ func (s *session) writeMail(w *bufio.Writer, msg *Message, crlf bool) {
 			n += 2
 		}
 		w.WriteString(" SIZE=")
-		w.WriteString(strconv.Itoa(n))
+		writeInt(w, n)
 	}
 	if s.utf8 && needsUTF8(msg) {
 		w.WriteString(" SMTPUTF8")
@@ -982,6 +1005,12 @@ func needsUTF8(msg *Message) bool {
 		}
 	}
 	return false
+}
+
+// writeInt writes n in decimal, formatted in w's own free space (strconv.Itoa allocated a
+// string for every SIZE and BDAT size).
+func writeInt(w *bufio.Writer, n int) {
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(n), 10))
 }
 
 func writeRcpt(w *bufio.Writer, rcpt string) {
