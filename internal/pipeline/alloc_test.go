@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/smtpout/smtpout/chunk"
+	"github.com/smtpout/smtpout/config"
 	"github.com/smtpout/smtpout/mailer"
 	"github.com/smtpout/smtpout/output"
 )
@@ -84,5 +85,38 @@ func TestFlushAllocationsPerEmail(t *testing.T) {
 			per, flush, base)
 	} else {
 		t.Logf("%.2f allocations per email beyond decoding and rendering (%v per chunk, %v for decode+render)", per, flush, base)
+	}
+}
+
+// TestOpenKeepsPayloadForDigestsOnly: the renderer Open builds leaves Email.Payload out unless
+// digests are on (their records are the payloads), and the email's bytes are the same.
+func TestOpenKeepsPayloadForDigestsOnly(t *testing.T) {
+	rec := output.Record{Tag: "app", Time: t0, Fields: map[string]any{"host": "web-1", "msg": "x"}}
+	var data [][]byte
+	for _, tc := range []struct {
+		window      string
+		wantPayload bool
+	}{{"", false}, {"10s", true}} {
+		keys := config.MapGetter{"dest_host": "127.0.0.1:1", "dest_email": "soc@example.com", "from_email": "fb@example.com",
+			"secret_key": "a-long-enough-test-secret-key", "digest_window": tc.window}
+		log := &recorder{Max: LevelInfo}
+		in := Open(keys, log, Options{})
+		if in == nil {
+			t.Fatalf("Open failed:\n%s", log.all())
+		}
+		e, err := in.render.Render(rec)
+		if err != nil {
+			t.Fatalf("digest_window %q: Render: %v", tc.window, err)
+		}
+		if got := e.Payload != nil; got != tc.wantPayload {
+			t.Errorf("digest_window %q: Email.Payload set %v, want %v", tc.window, got, tc.wantPayload)
+		}
+		data = append(data, e.Data)
+		if err := in.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(data[0], data[1]) {
+		t.Errorf("the email differs with and without digests:\n%q\n%q", data[0], data[1])
 	}
 }

@@ -220,7 +220,16 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 		log.Log(LevelError, fmt.Sprintf("not started: %d configuration problem(s); fix the [OUTPUT] section and restart", len(problems)))
 		return nil
 	}
-	r, err := output.New(cfg)
+	if !opt.Digests.DigestOn() {
+		opt.Digests = cfg.Digests
+	}
+	var ropts []output.Option
+	if !opt.Digests.DigestOn() {
+		// Only a digest reads an email's Payload (takeDigested): without digests the
+		// renderer need not keep a copy of it in every email.
+		ropts = append(ropts, output.WithoutPayload())
+	}
+	r, err := output.New(cfg, ropts...)
 	if err != nil {
 		log.Log(LevelError, "not started: "+err.Error())
 		return nil
@@ -244,9 +253,6 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	if opt.QuotaPause == 0 {
 		opt.QuotaPause = cfg.QuotaPause
-	}
-	if !opt.Digests.DigestOn() {
-		opt.Digests = cfg.Digests
 	}
 	useDisk := cfg.LedgerDir != "" && !opt.SkipLedgerFile
 	if useDisk {
