@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smtpout/smtpout/chunk"
 	"github.com/smtpout/smtpout/config"
@@ -33,13 +34,14 @@ func TestKeyOf(t *testing.T) {
 	}
 }
 
-// nullSender accepts every message at once and allocates only its results.
+// nullSender accepts every message at once (timed, as the mailer reports them) and
+// allocates only its results.
 type nullSender struct{}
 
 func (nullSender) Send(_ context.Context, msgs []mailer.Message) []mailer.Result {
 	out := make([]mailer.Result, len(msgs))
 	for i := range msgs {
-		out[i] = mailer.Result{Outcome: mailer.Delivered}
+		out[i] = mailer.Result{Outcome: mailer.Delivered, Elapsed: time.Millisecond}
 		if msgs[i].Done != nil {
 			msgs[i].Done(out[i])
 		}

@@ -660,6 +660,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			st.Delivered++
 			st.Bytes += len(p.email.Data)
 			if res.Elapsed > 0 {
+				if st.Latencies == nil { // once per flush, not log2(len(batch)) times
+					st.Latencies = make([]time.Duration, 0, len(batch)-i)
+				}
 				st.Latencies = append(st.Latencies, res.Elapsed)
 			}
 			in.logRecipients(tag, id, res, st)
