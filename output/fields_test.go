@@ -134,3 +134,23 @@ func TestRenderAllocations(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRenderMachineWithoutPayload is BenchmarkRenderMachine from a Renderer made
+// WithoutPayload, as the plugin renders when digests are off.
+func BenchmarkRenderMachineWithoutPayload(b *testing.B) {
+	r, err := New(testConfig(false), WithoutPayload())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := benchRecord()
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	ops := 0
+	for b.Loop() {
+		if _, err := r.Render(rec); err != nil {
+			b.Fatal(err)
+		}
+		ops++
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(ops), "cpu-ns/op")
+}

@@ -122,3 +122,14 @@ func TestOpenKeepsPayloadForDigestsOnly(t *testing.T) {
 		t.Errorf("the email differs with and without digests:\n%q\n%q", data[0], data[1])
 	}
 }
+
+// BenchmarkFlushOwnCost is BenchmarkFlushLedger/off with a sender that costs nothing
+// (nullSender; the fake sender of the other benchmarks records every email in maps, a fifth of
+// their CPU): decode, render, ledger, resolve and classify, 100 distinct records per flush. It
+// reports CPU µs per email (user + system, whole process).
+func BenchmarkFlushOwnCost(b *testing.B) {
+	in := NewInstance(newRenderer(b), nullSender{}, &recorder{Max: LevelInfo}, Options{})
+	defer in.Close()
+	b.ReportAllocs()
+	flushChunks(b, in)
+}
