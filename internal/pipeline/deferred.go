@@ -21,18 +21,15 @@ func newDeferrals(limit int) *deferrals {
 	return &deferrals{m: make(map[ledgerKey][]string), limit: limit}
 }
 
-// get returns the recipients still owed the email, or nil.
-func (d *deferrals) get(id string) []string {
-	k := keyOf(id)
+// get returns the recipients still owed the email of key k, or nil.
+func (d *deferrals) get(k ledgerKey) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.m[k]
 }
 
-// set records the recipients still owed the email; false when the table is full.
-func (d *deferrals) set(id string, to []string) bool { return d.setKey(keyOf(id), to) }
-
-func (d *deferrals) setKey(k ledgerKey, to []string) bool {
+// set records the recipients still owed the email of key k; false when the table is full.
+func (d *deferrals) set(k ledgerKey, to []string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.m[k]; !ok && len(d.m) >= d.limit {
@@ -58,10 +55,8 @@ func (d *deferrals) len() int {
 	return len(d.m)
 }
 
-// done forgets id: every recipient has been served, for good or ill.
-func (d *deferrals) done(id string) { d.doneKey(keyOf(id)) }
-
-func (d *deferrals) doneKey(k ledgerKey) {
+// done forgets the email of key k: every recipient has been served, for good or ill.
+func (d *deferrals) done(k ledgerKey) {
 	d.mu.Lock()
 	delete(d.m, k)
 	d.mu.Unlock()

@@ -41,11 +41,12 @@ type resolution struct {
 	dropped bool
 }
 
-// resolve turns the Result of the email id into settled, deferred or retry, and records it:
-// in the journal first (as soon as the server has answered, before the flush returns), then
-// in memory, ending the claim on id. It is called once per email sent, from the mailer's
-// Done callback, or by sendBatch for an email the mailer never tried.
-func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
+// resolve turns the Result of the email of ledger key k (keyOf its Message-ID) into settled,
+// deferred or retry, and records it: in the journal first (as soon as the server has
+// answered, before the flush returns), then in memory, ending the claim on it. It is called
+// once per email sent, from the mailer's Done callback, or by sendBatch for an email the
+// mailer never tried.
+func (b *deliveryLedger) resolve(k ledgerKey, res mailer.Result) resolution {
 	var r resolution
 	switch res.Outcome {
 	case mailer.Delivered:
@@ -54,12 +55,12 @@ func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
 				r.owed = append(r.owed, rc.Address)
 			}
 		}
-		if len(r.owed) > 0 && b.owed.set(id, r.owed) {
+		if len(r.owed) > 0 && b.owed.set(k, r.owed) {
 			r.verdict = verdictDeferred
 			if b.disk != nil {
-				b.disk.owe(id, r.owed)
+				b.disk.owe(k, r.owed)
 			}
-			b.ledger.Release(id)
+			b.ledger.releaseKey(k)
 			return r
 		}
 		r.dropped = len(r.owed) > 0
@@ -67,14 +68,14 @@ func (b *deliveryLedger) resolve(id string, res mailer.Result) resolution {
 	case mailer.Rejected:
 		r.verdict = verdictSettled // never resent: 5xx is permanent (a quota reply is Retry)
 	default: // mailer.Retry and anything unknown
-		b.ledger.Release(id)
+		b.ledger.releaseKey(k)
 		return r
 	}
 	if b.disk != nil {
-		b.disk.settle(id)
+		b.disk.settle(k)
 	}
-	b.owed.done(id)
-	b.ledger.Settle(id)
+	b.owed.done(k)
+	b.ledger.settleKey(k)
 	return r
 }
 
@@ -85,14 +86,14 @@ func (b *deliveryLedger) load(e journal.Entry) verdict {
 	switch e.Kind {
 	case journal.Settled:
 		b.ledger.settleKey(k)
-		b.owed.doneKey(k)
+		b.owed.done(k)
 		return verdictSettled
 	case journal.Deferred:
 		if to := b.disk.addresses(e.Mask); len(to) > 0 && !b.ledger.settled(k) {
 			b.owed.loadKey(k, to) // never refused: the file is bounded by ledger_max_age
 			return verdictDeferred
 		}
-		b.owed.doneKey(k)
+		b.owed.done(k)
 	}
 	return verdictRetry
 }

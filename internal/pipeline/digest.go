@@ -225,7 +225,7 @@ func (in *Instance) takeDigested(tag string, batch []pending, st *Stats) []pendi
 	now := d.now()
 	day := utcDay(now)
 	singles := batch[:0:0]
-	var taken []string
+	var taken []ledgerKey
 	d.mu.Lock()
 	for _, p := range batch {
 		g := d.groupLocked(p.group, p.values)
@@ -233,7 +233,7 @@ func (in *Instance) takeDigested(tag string, batch []pending, st *Stats) []pendi
 		if !g.quiet(now, d.window) {
 			if r, ok := in.keepLocked(tag, p); ok {
 				g.waiting = append(g.waiting, r)
-				taken = append(taken, id)
+				taken = append(taken, p.key)
 				continue
 			}
 		}
@@ -247,8 +247,8 @@ func (in *Instance) takeDigested(tag string, batch []pending, st *Stats) []pendi
 		singles = append(singles, p)
 	}
 	d.mu.Unlock()
-	for _, id := range taken {
-		in.resolve(id, mailer.Result{Outcome: mailer.Rejected}) // settled: in the plugin's custody
+	for _, k := range taken {
+		in.resolve(k, mailer.Result{Outcome: mailer.Rejected}) // settled: in the plugin's custody
 	}
 	st.Digested += len(taken)
 	if len(taken) > 0 {

@@ -242,22 +242,22 @@ func (d *durable) mask(to []string) (m uint64, ok bool) {
 	return m, true
 }
 
-func (d *durable) append(kind journal.Kind, id string, mask uint64) {
-	e := journal.Entry{Kind: kind, Time: d.now().UnixNano(), Key: journal.Key(keyOf(id)), Mask: mask}
+func (d *durable) append(kind journal.Kind, k ledgerKey, mask uint64) {
+	e := journal.Entry{Kind: kind, Time: d.now().UnixNano(), Key: journal.Key(k), Mask: mask}
 	if err := d.j.Append(e); err != nil {
 		d.failed(err)
 	}
 }
 
-// settle records id as settled for good.
-func (d *durable) settle(id string) { d.append(journal.Settled, id, 0) }
+// settle records the email of key k as settled for good.
+func (d *durable) settle(k ledgerKey) { d.append(journal.Settled, k, 0) }
 
-// owe records the recipients still owed id. Recipients beyond the first 64 cannot be
+// owe records the recipients still owed the email of key k. Recipients beyond the first 64 cannot be
 // written: after a restart the email then goes to every recipient again (at-least-once),
 // while this process still sends to the owed ones only.
-func (d *durable) owe(id string, owed []string) {
+func (d *durable) owe(k ledgerKey, owed []string) {
 	if m, ok := d.mask(owed); ok {
-		d.append(journal.Deferred, id, m)
+		d.append(journal.Deferred, k, m)
 	}
 }
 

@@ -127,7 +127,7 @@ func (in *Instance) hold(tag string, batch []pending, st *Stats) (send []pending
 	}
 	held := batch[granted:]
 	for _, p := range held {
-		in.ledger.Release(p.email.MessageID)
+		in.ledger.releaseKey(p.key)
 	}
 	st.Held += len(held)
 	if in.log.Enabled(LevelWarn) {

@@ -39,8 +39,18 @@ func (c Claim) String() string {
 // full ledger costs a few megabytes whatever the domain's length.
 type ledgerKey [16]byte
 
+// keyOf returns the ledger key of the Message-ID id. A flush computes it once per email and
+// carries it (pending.key): Claim, the deferred recipients, the journal and Settle all use it.
+// An ID of up to 288 bytes (every one Render makes: 32 hex, "@", a domain of at most 253
+// bytes) is hashed from a copy on the stack, so keyOf allocates nothing.
 func keyOf(id string) ledgerKey {
-	sum := sha256.Sum256([]byte(id))
+	var buf [288]byte
+	var sum [sha256.Size]byte
+	if len(id) <= len(buf) {
+		sum = sha256.Sum256(append(buf[:0], id...))
+	} else {
+		sum = sha256.Sum256([]byte(id))
+	}
 	var k ledgerKey
 	copy(k[:], sum[:16])
 	return k
@@ -107,8 +117,10 @@ func (l *Ledger) remove(i uint64) {
 }
 
 // Claim reserves id for sending unless it is settled or owned by another flush.
-func (l *Ledger) Claim(id string) Claim {
-	k := keyOf(id)
+func (l *Ledger) Claim(id string) Claim { return l.claimKey(keyOf(id)) }
+
+// claimKey is Claim by key.
+func (l *Ledger) claimKey(k ledgerKey) Claim {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.find(k); ok {
@@ -132,7 +144,7 @@ func (l *Ledger) settled(k ledgerKey) bool {
 	return ok
 }
 
-// settleKey is Settle by key (loading the ledger from disk).
+// settleKey is Settle by key.
 func (l *Ledger) settleKey(k ledgerKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -155,8 +167,10 @@ func (l *Ledger) settleKey(k ledgerKey) {
 }
 
 // Release ends the caller's claim on id without settling it: a later flush may send it again.
-func (l *Ledger) Release(id string) {
-	k := keyOf(id)
+func (l *Ledger) Release(id string) { l.releaseKey(keyOf(id)) }
+
+// releaseKey is Release by key.
+func (l *Ledger) releaseKey(k ledgerKey) {
 	l.mu.Lock()
 	delete(l.inflight, k)
 	l.mu.Unlock()

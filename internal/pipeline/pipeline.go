@@ -220,7 +220,16 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 		log.Log(LevelError, fmt.Sprintf("not started: %d configuration problem(s); fix the [OUTPUT] section and restart", len(problems)))
 		return nil
 	}
-	r, err := output.New(cfg)
+	if !opt.Digests.DigestOn() {
+		opt.Digests = cfg.Digests
+	}
+	var ropts []output.Option
+	if !opt.Digests.DigestOn() {
+		// Only a digest reads an email's Payload (takeDigested): without digests the
+		// renderer need not keep a copy of it in every email.
+		ropts = append(ropts, output.WithoutPayload())
+	}
+	r, err := output.New(cfg, ropts...)
 	if err != nil {
 		log.Log(LevelError, "not started: "+err.Error())
 		return nil
@@ -244,9 +253,6 @@ func Open(g config.Getter, log Logger, opt Options) *Instance {
 	}
 	if opt.QuotaPause == 0 {
 		opt.QuotaPause = cfg.QuotaPause
-	}
-	if !opt.Digests.DigestOn() {
-		opt.Digests = cfg.Digests
 	}
 	useDisk := cfg.LedgerDir != "" && !opt.SkipLedgerFile
 	if useDisk {
@@ -326,6 +332,7 @@ func (in *Instance) LedgerErrors() int64 { return in.ledgerErrs.Load() }
 // pending is one record of a chunk on its way to the server.
 type pending struct {
 	email *output.Email
+	key   ledgerKey // keyOf(email.MessageID), computed once
 	entry int       // index of the record in the chunk, counting records only
 	at    time.Time // the record's timestamp
 	// group and values are the record's digest group (groupKey, digest_by), when digests
@@ -385,7 +392,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		if p := recover(); p != nil {
 			if !sending {
 				for _, b := range batch {
-					in.ledger.Release(b.email.MessageID)
+					in.ledger.releaseKey(b.key)
 				}
 			}
 			panic(p)
@@ -406,7 +413,7 @@ func (in *Instance) Flush(tag string, data []byte) (code int, st Stats) {
 		// The budget is spent before anything was sent (a flush that starts long after a
 		// a stop signal): hand the whole batch back.
 		for _, b := range batch {
-			in.ledger.Release(b.email.MessageID)
+			in.ledger.releaseKey(b.key)
 		}
 		st.Retried += len(batch)
 		retry = true
@@ -493,13 +500,13 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 	defer func() {
 		if p := recover(); p != nil { // release what was claimed before the panic
 			for _, b := range batch {
-				in.ledger.Release(b.email.MessageID)
+				in.ledger.releaseKey(b.key)
 			}
 			panic(p)
 		}
 	}()
 	dec := chunk.NewDecoder(data)
-	seen := make(map[string]bool)
+	seen := make(map[ledgerKey]struct{})
 	busy := 0
 	for {
 		e, err := dec.Next()
@@ -533,7 +540,8 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			in.deadLetterRecord(tag, idx, e.Time, e.Record, err)
 			continue
 		}
-		if seen[email.MessageID] {
+		key := keyOf(email.MessageID)
+		if _, dup := seen[key]; dup {
 			// Same tag, time and payload: the same Message-ID, so the same email.
 			st.Duplicates++
 			if in.log.Enabled(LevelDebug) {
@@ -542,8 +550,8 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			}
 			continue
 		}
-		seen[email.MessageID] = true
-		switch in.ledger.Claim(email.MessageID) {
+		seen[key] = struct{}{}
+		switch in.ledger.claimKey(key) {
 		case Settled:
 			st.Skipped++
 			if in.log.Enabled(LevelDebug) {
@@ -554,10 +562,10 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 			busy++
 			retry = true
 		case Claimed:
-			if to := in.owed.get(email.MessageID); to != nil {
+			if to := in.owed.get(key); to != nil {
 				email.Recipients = to // the others have it already
 			}
-			p := pending{email: email, entry: idx, at: e.Time}
+			p := pending{email: email, key: key, entry: idx, at: e.Time}
 			if in.dig != nil {
 				p.values = in.dig.render.GroupValues(rec, in.dig.by)
 				p.group = groupKey(p.values)
@@ -577,21 +585,22 @@ func (in *Instance) collect(tag string, data []byte, st *Stats) (batch []pending
 // is counting and logging what was decided, and resolving the emails the mailer never tried.
 func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, st *Stats) (retry bool) {
 	msgs := make([]mailer.Message, len(batch))
-	decided := make([]resolution, len(batch))
-	resolved := make([]bool, len(batch)) // each written by the Done of its own email only
-	for i, p := range batch {
-		id := p.email.MessageID
-		msgs[i] = mailer.Message{ID: id, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
+	// outs[i] is written by the Done of email i only (before Send returns), then read here.
+	outs := make([]sendOutcome, len(batch))
+	for i := range batch {
+		p, o := &batch[i], &outs[i]
+		msgs[i] = mailer.Message{ID: p.email.MessageID, From: p.email.From, To: p.email.Recipients, Data: p.email.Data}
+		k := p.key
 		msgs[i].Done = func(res mailer.Result) {
-			decided[i] = in.resolve(id, res)
-			resolved[i] = true
+			o.decided = in.resolve(k, res)
+			o.resolved = true
 		}
 	}
 	defer func() {
 		// A panic in Send must not leave claims behind: release what was not resolved.
-		for i, done := range resolved {
-			if !done {
-				in.ledger.Release(batch[i].email.MessageID)
+		for i := range outs {
+			if !outs[i].resolved {
+				in.ledger.releaseKey(batch[i].key)
 			}
 		}
 	}()
@@ -601,6 +610,7 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 	var retryOrder []string
 	operator := make(map[string]bool)
 	var quota *mailer.Limit // the first limit that pauses sending
+	var firstLimit mailer.Limit
 	kept, delivered := 0, false
 	defer func() { in.noteQuota(tag, quota, kept, delivered) }()
 	for i, p := range batch {
@@ -611,17 +621,18 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			res = mailer.Result{Outcome: mailer.Retry, Err: errors.New("no result from the mailer")}
 		}
 		id := p.email.MessageID
-		tried := resolved[i]
-		if !resolved[i] { // never tried: the mailer did not call Done
-			decided[i] = in.resolve(id, res)
-			resolved[i] = true
+		o := &outs[i]
+		tried := o.resolved
+		if !o.resolved { // never tried: the mailer did not call Done
+			o.decided = in.resolve(p.key, res)
+			o.resolved = true
 		}
 		if res.Resent {
 			in.log.Log(LevelWarn, fmt.Sprintf(
 				"delivery of Message-ID <%s> may be repeated: it was sent again on a new connection, because the first one closed before the server answered it (tag %q)",
 				id, tag))
 		}
-		d := decided[i]
+		d := o.decided
 		pausing := false // a quota reply noteQuota reports: not repeated in the retry summary
 		if l, ok := mailer.QuotaOf(res.Err); ok {
 			pausing = !l.Connections
@@ -632,7 +643,8 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 				kept++
 			}
 			if quota == nil && !l.Connections {
-				quota = &l
+				firstLimit = l // not &l: that would move every email's l to the heap
+				quota = &firstLimit
 			}
 		} else if res.Outcome == mailer.Delivered {
 			delivered = true
@@ -648,6 +660,9 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 			st.Delivered++
 			st.Bytes += len(p.email.Data)
 			if res.Elapsed > 0 {
+				if st.Latencies == nil { // once per flush, not log2(len(batch)) times
+					st.Latencies = make([]time.Duration, 0, len(batch)-i)
+				}
 				st.Latencies = append(st.Latencies, res.Elapsed)
 			}
 			in.logRecipients(tag, id, res, st)
@@ -673,6 +688,12 @@ func (in *Instance) sendBatch(ctx context.Context, tag string, batch []pending, 
 		in.logQuiet(level, fmt.Sprintf("tag %q: %d email(s) %s: %s", tag, retryErrs[text], what, text))
 	}
 	return retry
+}
+
+// sendOutcome is what resolve decided for one email of a batch sent by sendBatch.
+type sendOutcome struct {
+	decided  resolution
+	resolved bool // resolve was called (by the mailer's Done, or by sendBatch)
 }
 
 // countRetry adds an email to be retried to the flush's summary of retry errors (one line per

@@ -127,7 +127,7 @@ func (in *Instance) pauseBatch(tag string, batch []pending, st *Stats) bool {
 		return false
 	}
 	for _, p := range batch {
-		in.ledger.Release(p.email.MessageID)
+		in.ledger.releaseKey(p.key)
 	}
 	st.Held += len(batch)
 	if in.log.Enabled(LevelWarn) {
