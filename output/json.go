@@ -606,7 +606,9 @@ func scalarString(v any) string {
 // keys resolved as the payload resolves them), []any, string (valid UTF-8), bool, the integer
 // and float types unchanged, nil. []byte becomes a string, time.Time its RFC 3339 UTC form,
 // NaN and infinities the strings "NaN", "+Inf", "-Inf", other types their fmt form. Marshalled
-// with encoding/json (sorted keys, HTML escaping off) it gives the same bytes as the payload.
+// with encoding/json (sorted keys, HTML escaping off) it gives the same bytes as the payload
+// for valid UTF-8; a run of invalid bytes becomes one U+FFFD here (strings.ToValidUTF8) but
+// one U+FFFD per byte in the payload.
 func Normalize(v any) any {
 	return normalize(v, 0)
 }

@@ -318,3 +318,21 @@ func TestKeyHelpers(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizeInvalidRun pins the one place where Normalize and the payload differ: a run of
+// invalid UTF-8 bytes is one U+FFFD in Normalize (strings.ToValidUTF8) and one per byte in the
+// payload (as encoding/json replaces them, though it escapes U+FFFD and the payload does not).
+func TestNormalizeInvalidRun(t *testing.T) {
+	const v = "x\xff\xfey"
+	if diff := cmp.Diff(map[string]any{"k": "x\uFFFDy"}, Normalize(map[string]any{"k": v})); diff != "" {
+		t.Errorf("Normalize (-want +got):\n%s", diff)
+	}
+	got, err := Payload(Record{Fields: map[string]any{"k": v}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "{\"k\":\"x\uFFFD\uFFFDy\"}" // each invalid byte replaced, unescaped
+	if diff := cmp.Diff(want, string(got)); diff != "" {
+		t.Errorf("Payload (-want +got):\n%s", diff)
+	}
+}
