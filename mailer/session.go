@@ -385,16 +385,7 @@ func (s *session) readReply(want int) reply {
 var ErrInvalidAddress = errors.New("invalid envelope address")
 
 func validAddr(a string) bool {
-	if a == "" {
-		return false
-	}
-	for i := 0; i < len(a); i++ { // strings.ContainsAny(a, "\r\n<> "), without building its set per call
-		switch a[i] {
-		case '\r', '\n', '<', '>', ' ':
-			return false
-		}
-	}
-	return true
+	return a != "" && !strings.ContainsAny(a, "\r\n<> ")
 }
 
 func nonASCII(s string) bool {

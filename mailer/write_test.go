@@ -31,21 +31,3 @@ func TestWriteInt(t *testing.T) {
 		}
 	}
 }
-
-// validAddrReference is validAddr as it was written before (strings.ContainsAny).
-func validAddrReference(a string) bool {
-	return a != "" && !strings.ContainsAny(a, "\r\n<> ")
-}
-
-// FuzzValidAddr compares validAddr with validAddrReference.
-func FuzzValidAddr(f *testing.F) {
-	for _, a := range []string{"", "a@example.com", "a b@example.com", "<a@example.com>", "a@example.com\r\n",
-		"a\n", "a\r", "é@example.com", "\xff", "a>", "<"} {
-		f.Add(a)
-	}
-	f.Fuzz(func(t *testing.T, a string) {
-		if got, want := validAddr(a), validAddrReference(a); got != want {
-			t.Errorf("validAddr(%q) = %v, want %v", a, got, want)
-		}
-	})
-}
